@@ -1,0 +1,138 @@
+"""Per-family knowledge as data: where the block stack is, what a block takes and returns, token layout.
+
+Records are matched on the diffusion model's class (module + name), never on a user-chosen
+string. Generic code (patching, FLOP counting, token maps) reads these records; there is no
+per-model copy of forward code anywhere in the pack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# Hooks a family can offer; methods declare which they need.
+HOOK_DIFFUSION_MODEL = "diffusion_model_wrapper"
+HOOK_BLOCK_REPLACE = "block_replace"
+HOOK_ATTENTION = "attention_override"
+
+
+@dataclass(frozen=True)
+class BlockList:
+    """One list of transformer blocks inside the diffusion model."""
+
+    attr: str  # attribute on the diffusion model holding the ModuleList
+    replace_name: str  # patches_replace["dit"] key name: ("double_block" | "single_block", i)
+    returns: tuple[str, ...]  # keys of the dict a replace patch must return
+    image_key: str = "img"  # args key of the image stream
+    joint_tokens: bool = False  # image stream also carries the text tokens (single-stream blocks)
+    text_linear_prefixes: tuple[str, ...] = ()  # linears that see text tokens only
+    vector_linear_prefixes: tuple[str, ...] = ()  # linears on the conditioning vector (one token)
+    attention: tuple[str, ...] = ("self",)  # "self" (image), "joint" (text + image), "cross" (image -> text)
+
+
+@dataclass(frozen=True)
+class ModelAdapter:
+    family: str
+    display_name: str
+    model_classes: tuple[str, ...]  # "module:ClassName" of the diffusion model
+    block_lists: tuple[BlockList, ...]
+    hooks: frozenset[str]
+    patch_size: tuple[int, int, int]  # (t, h, w) latent cells per token
+    sets_block_index: bool  # transformer_options["block_index"] set by the model on every version
+    context_arg: int = 2  # position of the text context among the DIFFUSION_MODEL executor's args
+
+    def image_tokens(self, latent_shape: tuple[int, ...]) -> int:
+        """Image tokens for a latent of shape (B, C, H, W) or (B, C, T, H, W)."""
+        pt, ph, pw = self.patch_size
+        if len(latent_shape) == 5:
+            t, h, w = latent_shape[2:]
+        else:
+            t, (h, w) = 1, latent_shape[2:]
+        return (-(-t // pt)) * (-(-h // ph)) * (-(-w // pw))
+
+    def block_count(self, diffusion_model: torch.nn.Module) -> int:
+        return sum(len(getattr(diffusion_model, b.attr, ())) for b in self.block_lists)
+
+
+WAN21 = ModelAdapter(
+    family="wan",
+    display_name="Wan 2.1 / 2.2 (14B, 5B, 1.3B and the embedded model)",
+    model_classes=("comfy.ldm.wan.model:WanModel",),
+    block_lists=(
+        BlockList(
+            attr="blocks",
+            replace_name="double_block",
+            returns=("img",),
+            text_linear_prefixes=("cross_attn.k", "cross_attn.v"),
+            attention=("self", "cross"),
+        ),
+    ),
+    hooks=frozenset({HOOK_DIFFUSION_MODEL, HOOK_BLOCK_REPLACE, HOOK_ATTENTION}),
+    patch_size=(1, 2, 2),
+    sets_block_index=False,  # 0.3.75's Wan forward does not set it
+)
+
+FLUX = ModelAdapter(
+    family="flux",
+    display_name="Flux.1 (dev, schnell)",
+    model_classes=("comfy.ldm.flux.model:Flux",),
+    block_lists=(
+        BlockList(
+            attr="double_blocks",
+            replace_name="double_block",
+            returns=("img", "txt"),
+            text_linear_prefixes=("txt_",),
+            vector_linear_prefixes=("img_mod", "txt_mod"),
+            attention=("joint",),
+        ),
+        BlockList(
+            attr="single_blocks",
+            replace_name="single_block",
+            returns=("img",),
+            joint_tokens=True,
+            vector_linear_prefixes=("modulation",),
+            attention=("joint",),
+        ),
+    ),
+    hooks=frozenset({HOOK_DIFFUSION_MODEL, HOOK_BLOCK_REPLACE, HOOK_ATTENTION}),
+    patch_size=(1, 2, 2),
+    sets_block_index=True,
+)
+
+ADAPTERS: tuple[ModelAdapter, ...] = (WAN21, FLUX)
+
+
+class UnsupportedModelError(ValueError):
+    pass
+
+
+def class_key(obj: object) -> str:
+    cls = type(obj)
+    return f"{cls.__module__}:{cls.__name__}"
+
+
+def supported_families() -> str:
+    return ", ".join(a.display_name for a in ADAPTERS)
+
+
+def find_adapter(diffusion_model: object) -> ModelAdapter | None:
+    key = class_key(diffusion_model)
+    return next((a for a in ADAPTERS if key in a.model_classes), None)
+
+
+def adapter_for(diffusion_model: object, needs: frozenset[str] = frozenset(), method: str = "DiTAccel") -> ModelAdapter:
+    """The record for this model, or a clear error naming the model and what is supported."""
+    adapter = find_adapter(diffusion_model)
+    if adapter is None:
+        raise UnsupportedModelError(
+            f"{method}: model {type(diffusion_model).__name__} ({class_key(diffusion_model)}) is not supported. "
+            f"Supported families: {supported_families()}."
+        )
+    missing = needs - adapter.hooks
+    if missing:
+        raise UnsupportedModelError(
+            f"{method}: {adapter.display_name} offers no {', '.join(sorted(missing))} hook in ComfyUI, "
+            f"which this method needs."
+        )
+    return adapter

@@ -1,0 +1,259 @@
+"""The one layer that touches ComfyUI: how a method is attached to a ModelPatcher.
+
+- `attach(model, method)` clones the patcher, checks the family, registers the method and
+  the pack's two keyed wrappers (OUTER_SAMPLE: fresh `RunContext` per sampling run, dropped
+  after; DIFFUSION_MODEL: per-call record for the report).
+- `set_block_patches` installs `patches_replace["dit"]` entries that know their own block
+  index (Wan on 0.3.75 does not set `block_index`) and chain to a patch already there.
+- `set_attention_override` installs an attention override that chains to whatever override
+  was there before.
+
+Only public extension points are used; nothing here edits a ComfyUI module or model class.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from comfy.model_patcher import ModelPatcher, create_model_options_clone
+from comfy.patcher_extension import WrappersMP
+
+from .adapters import ModelAdapter, adapter_for
+from .metrics import FlopCounter
+from .report import CallRecord, ReportHolder
+from .run_context import BlockSite, Method, RunContext, stream_labels
+
+WRAPPER_KEY = "ditaccel"
+RUN_KEY = "ditaccel_run"
+REPORT_KEY = "ditaccel_report"
+METHODS_KEY = "ditaccel_methods"
+
+BlockFn = Callable[[dict, Callable[[dict], dict], BlockSite, "RunContext | None"], dict]
+AttentionFn = Callable[..., torch.Tensor]
+
+
+class MethodTable:
+    """Methods registered on one patched model, in the order they were applied.
+
+    Copy-on-write: attaching builds a new table, so sharing one between clones is safe.
+    """
+
+    def __init__(self, methods: dict[str, Method] | None = None) -> None:
+        self.methods: dict[str, Method] = dict(methods or {})
+
+    def __deepcopy__(self, memo: dict) -> MethodTable:
+        return self
+
+    def with_method(self, method: Method) -> MethodTable:
+        methods = {k: v for k, v in self.methods.items() if k != method.key}
+        methods[method.key] = method
+        return MethodTable(methods)
+
+
+def transformer_options(model: ModelPatcher) -> dict:
+    return model.model_options.setdefault("transformer_options", {})
+
+
+def report_holder(model: ModelPatcher) -> ReportHolder | None:
+    return transformer_options(model).get(REPORT_KEY)
+
+
+def attach(model: ModelPatcher, method: Method | None, needs: frozenset[str] = frozenset(),
+           name: str = "DiTAccel") -> tuple[ModelPatcher, ModelAdapter]:
+    """Clone `model`, check its family supports `needs`, register `method` and the pack's wrappers."""
+    adapter = adapter_for(model.get_model_object("diffusion_model"), needs, name)
+    m = model.clone()
+    to = transformer_options(m)
+    if not isinstance(to.get(REPORT_KEY), ReportHolder):
+        to[REPORT_KEY] = ReportHolder()
+    table = to.get(METHODS_KEY) or MethodTable()
+    if method is not None:
+        table = table.with_method(method)
+    to[METHODS_KEY] = table
+    if not m.get_wrappers(WrappersMP.OUTER_SAMPLE, WRAPPER_KEY):
+        m.add_wrapper_with_key(WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, _outer_sample_wrapper)
+        m.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, _diffusion_model_wrapper)
+    return m, adapter
+
+
+def _outer_sample_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
+    guider = executor.class_obj
+    original_options = guider.model_options
+    to = original_options.get("transformer_options", {})
+    holder, table = to.get(REPORT_KEY), to.get(METHODS_KEY)
+    if holder is None or table is None:
+        return executor(*args, **kwargs)
+    diffusion_model = guider.model_patcher.get_model_object("diffusion_model")
+    adapter = adapter_for(diffusion_model)
+    sigmas = [float(s) for s in args[3]]
+    record = holder.start_run(tuple(m.label for m in table.methods.values()), sigmas)
+    ctx = RunContext(adapter=adapter, flops=FlopCounter(adapter, diffusion_model), record=record,
+                     sample_sigmas=sigmas)
+    for key, method in table.methods.items():
+        ctx.states[key] = method.new_run_state(ctx)
+
+    args, kwargs = _with_step_callback(ctx, list(args), kwargs)
+    guider.model_options = create_model_options_clone(original_options)
+    guider.model_options["transformer_options"][RUN_KEY] = ctx
+    start = time.perf_counter()
+    try:
+        out = executor(*args, **kwargs)
+        record.status = "finished"
+        return out
+    except BaseException as e:
+        record.status = f"stopped: {type(e).__name__}"
+        raise
+    finally:
+        record.seconds = time.perf_counter() - start
+        guider.model_options = original_options
+
+
+def _with_step_callback(ctx: RunContext, args: list, kwargs: dict) -> tuple[list, dict]:
+    """Count finished sampler steps through the sampler's per-step callback (position 5)."""
+    if len(args) > 5:
+        original = args[5]
+    else:
+        original = kwargs.get("callback")
+
+    def callback(step: int, *rest: Any) -> Any:
+        ctx.on_step_done(step)
+        if original is not None:
+            return original(step, *rest)
+        return None
+
+    if len(args) > 5:
+        args[5] = callback
+    else:
+        kwargs["callback"] = callback
+    return args, kwargs
+
+
+def options_from_call(args: tuple | list, kwargs: dict) -> dict:
+    if args and isinstance(args[-1], dict):
+        return args[-1]
+    return kwargs.get("transformer_options") or {}
+
+
+def run_context(to: dict) -> RunContext | None:
+    return to.get(RUN_KEY)
+
+
+def _diffusion_model_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
+    to = options_from_call(args, kwargs)
+    ctx = run_context(to)
+    if ctx is None:
+        return executor(*args, **kwargs)
+    x = args[0]
+    context = args[ctx.adapter.context_arg] if len(args) > ctx.adapter.context_arg else kwargs.get("context")
+    n_txt = context.shape[1] if isinstance(context, torch.Tensor) and context.dim() == 3 else 0
+    n_img = ctx.adapter.image_tokens(tuple(x.shape))
+    full = ctx.flops.stack(n_img, n_txt, batch=x.shape[0])
+    sigmas = to.get("sigmas")
+    call = CallRecord(step=ctx.step, sigma=float(sigmas[0]) if sigmas is not None else float("nan"),
+                      streams=stream_labels(to.get("cond_or_uncond")), batch=x.shape[0],
+                      flops_full=full, flops_run=full)
+    ctx.current_call = call
+    start = time.perf_counter()
+    try:
+        out = executor(*args, **kwargs)
+        if isinstance(out, torch.Tensor) and out.is_cuda:
+            torch.cuda.synchronize(out.device)
+        return out
+    finally:
+        call.seconds = time.perf_counter() - start
+        ctx.record.calls.append(call)
+        ctx.current_call = None
+
+
+class BlockPatch:
+    """A patches_replace["dit"] entry for one block of one method, chained to the entry it displaced."""
+
+    def __init__(self, owner: str, fn: BlockFn, site: BlockSite, previous: Any) -> None:
+        self.owner = owner
+        self.fn = fn
+        self.site = site
+        self.previous = previous
+
+    def __deepcopy__(self, memo: dict) -> BlockPatch:
+        return self
+
+    def __call__(self, args: dict, extra: dict) -> dict:
+        original = extra["original_block"]
+        previous = self.previous
+        if previous is None:
+            call_block = original
+        else:
+            def call_block(block_args: dict) -> dict:
+                return previous(block_args, extra)
+        ctx = run_context(args.get("transformer_options") or {})
+        return self.fn(args, call_block, self.site, ctx)
+
+
+def set_block_patches(model: ModelPatcher, adapter: ModelAdapter, owner: str, fn: BlockFn,
+                      block_filter: Callable[[BlockSite], bool] | None = None) -> int:
+    """Install `fn` on every block (or those `block_filter` keeps); returns how many were patched."""
+    diffusion_model = model.get_model_object("diffusion_model")
+    current = transformer_options(model).get("patches_replace", {}).get("dit", {})
+    sizes = [(spec, len(getattr(diffusion_model, spec.attr, ()))) for spec in adapter.block_lists]
+    total = sum(n for _, n in sizes)
+    flat, patched = 0, 0
+    for spec, n in sizes:
+        for i in range(n):
+            site = BlockSite(spec=spec, index=i, flat_index=flat, last=flat == total - 1)
+            flat += 1
+            if block_filter is not None and not block_filter(site):
+                continue
+            previous = _without_owner(current.get((spec.replace_name, i)), owner)
+            model.set_model_patch_replace(BlockPatch(owner, fn, site, previous), "dit", spec.replace_name, i)
+            patched += 1
+    return patched
+
+
+def _without_owner(patch: Any, owner: str) -> Any:
+    """The chain below `patch` with `owner`'s links removed: applying a method again replaces it."""
+    if not isinstance(patch, BlockPatch | AttentionOverride):
+        return patch
+    rest = _without_owner(patch.previous, owner)
+    if patch.owner == owner:
+        return rest
+    if rest is patch.previous:
+        return patch
+    if isinstance(patch, BlockPatch):
+        return BlockPatch(patch.owner, patch.fn, patch.site, rest)
+    return AttentionOverride(patch.owner, patch.fn, rest)
+
+
+class AttentionOverride:
+    """transformer_options["optimized_attention_override"] that chains to the previous override.
+
+    `fn(call_next, ctx, q, k, v, heads, **kwargs)`; `call_next(q, k, v, heads, **kwargs)` runs the
+    previous override, or ComfyUI's own attention function when there was none.
+    """
+
+    def __init__(self, owner: str, fn: AttentionFn, previous: Callable[..., torch.Tensor] | None) -> None:
+        self.owner = owner
+        self.fn = fn
+        self.previous = previous
+
+    def __deepcopy__(self, memo: dict) -> AttentionOverride:
+        return self
+
+    def __call__(self, func: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> torch.Tensor:
+        previous = self.previous
+
+        def call_next(*a: Any, **kw: Any) -> torch.Tensor:
+            if previous is not None:
+                return previous(func, *a, **kw)
+            return func(*a, **kw)
+
+        ctx = run_context(kwargs.get("transformer_options") or {})
+        return self.fn(call_next, ctx, *args, **kwargs)
+
+
+def set_attention_override(model: ModelPatcher, owner: str, fn: AttentionFn) -> None:
+    to = transformer_options(model)
+    previous = _without_owner(to.get("optimized_attention_override"), owner)
+    to["optimized_attention_override"] = AttentionOverride(owner, fn, previous)

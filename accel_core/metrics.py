@@ -1,0 +1,94 @@
+"""Quality metrics (PSNR, SSIM, relative L2) and transformer FLOP estimates."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .adapters import BlockList, ModelAdapter
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> float:
+    mse = torch.mean((a.double() - b.double()) ** 2).item()
+    if mse == 0.0:
+        return float("inf")
+    return 10.0 * torch.log10(torch.tensor(data_range**2 / mse)).item()
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5) -> float:
+    """Mean SSIM (Wang et al. 2004, Gaussian window) over channels; images HxWxC or NxHxWxC in [0, range]."""
+    def to_nchw(x: torch.Tensor) -> torch.Tensor:
+        x = x.double()
+        if x.dim() == 3:
+            x = x.unsqueeze(0)
+        return x.permute(0, 3, 1, 2)
+
+    x, y = to_nchw(a), to_nchw(b)
+    c = x.shape[1]
+    coords = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    g = g / g.sum()
+    kernel = (g[:, None] * g[None, :]).expand(c, 1, window, window)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, kernel, groups=c)
+
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_x, mu_y = blur(x), blur(y)
+    sxx = blur(x * x) - mu_x**2
+    syy = blur(y * y) - mu_y**2
+    sxy = blur(x * y) - mu_x * mu_y
+    num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
+    den = (mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2)
+    return (num / den).mean().item()
+
+
+def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b|| / ||b||."""
+    return (torch.linalg.vector_norm((a - b).double()) / torch.linalg.vector_norm(b.double()).clamp_min(1e-12)).item()
+
+
+def _tokens_for(name: str, spec: BlockList, n_img: int, n_txt: int) -> int:
+    if spec.vector_linear_prefixes and name.startswith(spec.vector_linear_prefixes):
+        return 1
+    if spec.text_linear_prefixes and name.startswith(spec.text_linear_prefixes):
+        return n_txt
+    return n_img + n_txt if spec.joint_tokens else n_img
+
+
+def block_flops(block: torch.nn.Module, spec: BlockList, n_img: int, n_txt: int) -> float:
+    """Multiply-add FLOPs (2 per MAC) of one block for one sample: its linears plus attention."""
+    linears = [(n, m.weight.shape) for n, m in block.named_modules()
+               if getattr(m, "weight", None) is not None and m.weight.dim() == 2]
+    if not linears:
+        return 0.0
+    flops = sum(2.0 * _tokens_for(n, spec, n_img, n_txt) * shape[0] * shape[1] for n, shape in linears)
+    width = min(shape[1] for _, shape in linears)
+    for kind in spec.attention:
+        if kind == "self":
+            q, k = n_img, n_img
+        elif kind == "joint":
+            q = k = n_img + n_txt
+        else:  # cross
+            q, k = n_img, n_txt
+        flops += 4.0 * q * k * width  # QK^T and AV
+    return flops
+
+
+class FlopCounter:
+    """Per-block and whole-stack FLOPs of one diffusion model, cached by token counts."""
+
+    def __init__(self, adapter: ModelAdapter, diffusion_model: torch.nn.Module) -> None:
+        self.adapter = adapter
+        self._blocks = [(spec, block) for spec in adapter.block_lists
+                        for block in getattr(diffusion_model, spec.attr, ())]
+        self._cache: dict[tuple[int, int], tuple[float, ...]] = {}
+
+    def per_block(self, n_img: int, n_txt: int) -> tuple[float, ...]:
+        key = (n_img, n_txt)
+        if key not in self._cache:
+            self._cache[key] = tuple(block_flops(block, spec, n_img, n_txt) for spec, block in self._blocks)
+        return self._cache[key]
+
+    def stack(self, n_img: int, n_txt: int, batch: int = 1) -> float:
+        return batch * sum(self.per_block(n_img, n_txt))

