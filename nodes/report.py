@@ -46,8 +46,9 @@ class DiTAccelReport(io.ComfyNode):
                 io.Latent.Input("latent", tooltip="The sampler's output; only used so the report runs after sampling."),
             ],
             outputs=[
-                io.String.Output("summary", tooltip="Table of the last run, one line per step."),
-                io.Image.Output("plot", tooltip="FLOPs run per step (bars) and wall time (line)."),
+                io.String.Output("summary", display_name="summary",
+                                 tooltip="Table of the last run: one line per step."),
+                io.Image.Output("plot", display_name="plot", tooltip="FLOPs run per step (bars) and wall time (line)."),
             ],
             is_output_node=True,
         )

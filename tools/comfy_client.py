@@ -106,7 +106,8 @@ class ComfyClient:
     def submit(self, prompt: Prompt) -> str:
         status, body = self._request("/prompt", {"prompt": prompt, "client_id": self.client_id})
         parsed = json.loads(body) if body else {}
-        if status != 200:
+        # A 200 can still carry node_errors: ComfyUI then runs only the outputs that validated.
+        if status != 200 or parsed.get("node_errors"):
             raise PromptRejected(status, parsed)
         return parsed["prompt_id"]
 

@@ -21,6 +21,8 @@ import numpy as np
 Shape = tuple[int, ...]
 
 CLIP_L_SEED = 20260101
+# sha256 of the seeded CLIP-L file; a change here means every trained model's conditioning changed.
+CLIP_L_SHA256 = "cb94c83d132899825ec913700fbe44b73776e199a5f47b67d423f9e35abb9932"
 CLIP_L_FILE = "ditaccel_clip_l.safetensors"
 WAN_DIT_FILE = "ditaccel_wan21.safetensors"
 WAN_VAE_FILE = "ditaccel_wan21_vae.safetensors"

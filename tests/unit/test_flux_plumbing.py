@@ -1,0 +1,52 @@
+"""Flux at the only width ComfyUI 0.3.75 detects (3072), one double block, random weights: plumbing only."""
+
+from __future__ import annotations
+
+import dit_runtime
+import pytest
+import torch
+from comfy_fixtures import conditioning, sample
+from comfyui_ditaccel.accel_core.adapters import FLUX, find_adapter
+from comfyui_ditaccel.accel_core.comfy_patch import attach, report_holder, set_attention_override, set_block_patches
+
+
+@pytest.fixture(scope="module")
+def flux():
+    import comfy.sd
+
+    return comfy.sd.load_diffusion_model(str(dit_runtime.ensure_flux_thin()))
+
+
+def flux_sample(model):
+    cond = conditioning(1, tokens=5, pooled=2048)
+    neg = conditioning(2, tokens=5, pooled=2048)
+    return sample(model, steps=2, size=(64, 64), video=False, positive=cond, negative=neg)
+
+
+def test_flux_is_detected_and_patched_without_changing_the_output(flux):
+    assert find_adapter(flux.get_model_object("diffusion_model")) is FLUX
+    baseline = flux_sample(flux)
+    m, adapter = attach(flux, None)
+    seen = []
+
+    def block(args, call_block, site, ctx):
+        seen.append((site.spec.replace_name, site.index, args["transformer_options"].get("block_index")))
+        out = call_block(args)
+        assert set(out) == set(site.spec.returns)
+        return out
+
+    attn_calls = []
+
+    def attention(call_next, ctx, q, k, v, heads, **kwargs):
+        attn_calls.append((tuple(q.shape), kwargs.get("skip_reshape")))
+        return call_next(q, k, v, heads, **kwargs)
+
+    assert set_block_patches(m, adapter, "test.flux", block) == 1
+    set_attention_override(m, "test.flux", attention)
+    assert torch.equal(flux_sample(m), baseline)
+    assert seen == [("double_block", 0, 0)] * 2
+    # joint attention over 5 text + 16 image tokens, 24 heads of 128, (B, H, L, D) layout
+    assert attn_calls == [((2, 24, 21, 128), True)] * 2
+    record = report_holder(m).latest
+    assert [s.step for s in record.steps()] == [0, 1]
+    assert record.calls[0].flops_full > 0
