@@ -1,0 +1,145 @@
+"""Procedurally drawn, captioned scenes: the embedded model's training data and its test prompts.
+
+Grammar (fixed): one to three objects, each "a <size> <colour> <shape> <position>", joined by
+", " and " and ", then ", on a <background> background". Example:
+    "a large red circle at the top left and a small blue cross at the bottom, on a black background"
+
+Objects never overlap, so every captioned object is visible. A caption belongs to the held-out
+split iff its sha256 falls in the first 10 % of the hash space; training only ever draws
+captions outside it, and no setting is tuned on held-out captions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (215, 40, 40),
+    "green": (40, 165, 60),
+    "blue": (40, 80, 215),
+    "yellow": (235, 205, 35),
+    "purple": (140, 55, 175),
+    "orange": (240, 135, 25),
+}
+SHAPES = ("circle", "square", "triangle", "cross")
+SIZES = {"small": 0.24, "large": 0.40}  # side of the object's box, as a share of the canvas
+BACKGROUNDS: dict[str, tuple[int, int, int]] = {"gray": (128, 128, 128), "black": (22, 22, 26),
+                                                "white": (236, 236, 232)}
+POSITIONS: dict[str, tuple[float, float]] = {  # centre (x, y) as a share of the canvas
+    "at the top left": (0.25, 0.25), "at the top": (0.5, 0.25), "at the top right": (0.75, 0.25),
+    "on the left": (0.25, 0.5), "in the center": (0.5, 0.5), "on the right": (0.75, 0.5),
+    "at the bottom left": (0.25, 0.75), "at the bottom": (0.5, 0.75), "at the bottom right": (0.75, 0.75),
+}
+HELD_OUT_SHARE = 0.10
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    colour: str
+    shape: str
+    size: str
+    position: str
+
+    def phrase(self) -> str:
+        return f"a {self.size} {self.colour} {self.shape} {self.position}"
+
+
+@dataclass(frozen=True)
+class Scene:
+    objects: tuple[SceneObject, ...]
+    background: str
+
+    @property
+    def caption(self) -> str:
+        phrases = [o.phrase() for o in self.objects]
+        body = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+        return f"{body}, on a {self.background} background"
+
+    @property
+    def primary(self) -> SceneObject:
+        return self.objects[0]
+
+
+def is_held_out(caption: str) -> bool:
+    digest = int.from_bytes(hashlib.sha256(caption.encode()).digest()[:8], "big")
+    return digest < HELD_OUT_SHARE * 2**64
+
+
+def _positions_compatible(a: str, b: str) -> bool:
+    (ax, ay), (bx, by) = POSITIONS[a], POSITIONS[b]
+    return max(abs(ax - bx), abs(ay - by)) >= 0.5 - 1e-9
+
+
+def random_scene(rng: random.Random, max_objects: int = 3) -> Scene:
+    weights = [0.5, 0.35, 0.15][:max_objects]
+    n = rng.choices(range(1, max_objects + 1), weights=weights)[0]
+    objects: list[SceneObject] = []
+    while len(objects) < n:
+        free = [p for p in POSITIONS if all(_positions_compatible(p, o.position) for o in objects)]
+        if not free:  # e.g. a centred first object leaves no room: start over
+            objects = []
+            continue
+        position = rng.choice(free)
+        size = "small" if objects else rng.choice(list(SIZES))  # only the first object may be large
+        objects.append(SceneObject(rng.choice(list(COLOURS)), rng.choice(SHAPES), size, position))
+    return Scene(tuple(objects), rng.choice(list(BACKGROUNDS)))
+
+
+def draw_scenes(seed: int, count: int, split: str, max_objects: int = 3) -> list[Scene]:
+    """`count` scenes whose captions are all in `split` ("train" or "held_out"), reproducibly."""
+    rng = random.Random(seed)
+    want_held_out = split == "held_out"
+    out: list[Scene] = []
+    while len(out) < count:
+        scene = random_scene(rng, max_objects)
+        if is_held_out(scene.caption) == want_held_out:
+            out.append(scene)
+    return out
+
+
+def _shape_points(shape: str, cx: float, cy: float, half: float, angle: float) -> list[tuple[float, float]]:
+    if shape == "square":
+        pts = [(-1, -1), (1, -1), (1, 1), (-1, 1)]
+        pts = [(x * 0.85, y * 0.85) for x, y in pts]
+    elif shape == "triangle":
+        pts = [(0, -1), (1, 0.8), (-1, 0.8)]
+    elif shape == "cross":
+        a, b = 1.0, 0.34
+        pts = [(-b, -a), (b, -a), (b, -b), (a, -b), (a, b), (b, b), (b, a), (-b, a), (-b, b), (-a, b), (-a, -b),
+               (-b, -b)]
+    else:
+        raise ValueError(shape)
+    c, s = math.cos(angle), math.sin(angle)
+    return [(cx + half * (x * c - y * s), cy + half * (x * s + y * c)) for x, y in pts]
+
+
+def render(scene: Scene, size: int, rng: random.Random | None = None, supersample: int = 3) -> np.ndarray:
+    """RGB uint8 image. `rng` adds the jitter of training data (position, size, tilt, shade)."""
+    big = size * supersample
+    img = Image.new("RGB", (big, big), BACKGROUNDS[scene.background])
+    draw = ImageDraw.Draw(img)
+    for obj in scene.objects:
+        px, py = POSITIONS[obj.position]
+        scale = SIZES[obj.size]
+        angle = 0.0
+        colour = COLOURS[obj.colour]
+        if rng is not None:
+            px += rng.uniform(-0.05, 0.05)
+            py += rng.uniform(-0.05, 0.05)
+            scale *= rng.uniform(0.9, 1.1)
+            angle = rng.uniform(-0.2, 0.2)
+            shade = rng.uniform(0.92, 1.08)
+            colour = tuple(int(min(255, max(0, ch * shade))) for ch in colour)
+        cx, cy, half = px * big, py * big, scale * big / 2
+        if obj.shape == "circle":
+            draw.ellipse([cx - half, cy - half, cx + half, cy + half], fill=colour)
+        else:
+            draw.polygon(_shape_points(obj.shape, cx, cy, half, angle), fill=colour)
+    img = img.resize((size, size), Image.Resampling.BOX)
+    return np.asarray(img, dtype=np.uint8).copy()
