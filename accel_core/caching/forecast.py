@@ -1,0 +1,56 @@
+"""Forecasters: fill a skipped step's feature from the features of the steps that were computed.
+
+`TaylorForecaster` keeps the divided differences of the last (order + 1) computed steps, built
+recursively as TaylorSeer does, but divides by the true node distances and extrapolates with
+the Newton form. On equally spaced full steps this is TaylorSeer's finite-difference Taylor
+series with its step-size factors made exact: a forecast of order k reproduces any polynomial
+of degree <= k in the step index, whatever the spacing (warm-up steps are spaced 1, the rest
+`interval`).
+
+State table for order 2, full steps at 0, 2, 4 (D_j = f[x_n, ..., x_{n-j}]):
+    update(0, a):  nodes [0]        D = [a]
+    update(2, b):  nodes [2, 0]     D = [b, (b - a) / 2]
+    update(4, c):  nodes [4, 2, 0]  D = [c, (c - b) / 2, ((c - b) / 2 - (b - a) / 2) / 4]
+    predict(5) = D0 + D1 (5 - 4) + D2 (5 - 4)(5 - 2)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class TaylorForecaster:
+    order: int
+    nodes: list[float] = field(default_factory=list)  # newest first
+    diffs: list[torch.Tensor] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.order < 0:
+            raise ValueError(f"order must be >= 0, got {self.order}")
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.diffs)
+
+    def update(self, step: float, value: torch.Tensor) -> None:
+        nodes = [float(step), *self.nodes][: self.order + 1]
+        new = [value]
+        for j in range(1, len(nodes)):
+            new.append((new[j - 1] - self.diffs[j - 1]) / (nodes[0] - nodes[j]))
+        self.nodes, self.diffs = nodes, new
+
+    def predict(self, step: float) -> torch.Tensor:
+        if not self.diffs:
+            raise RuntimeError("predict() before any update()")
+        out = self.diffs[0]
+        weight = 1.0
+        for j in range(1, len(self.diffs)):
+            weight *= float(step) - self.nodes[j - 1]
+            out = out + self.diffs[j] * weight
+        return out
+
+    def nbytes(self) -> int:
+        return sum(d.numel() * d.element_size() for d in self.diffs)

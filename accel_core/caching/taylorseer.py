@@ -1,0 +1,127 @@
+"""TaylorSeer (Liu et al., ICCV 2025, arXiv 2503.06923): compute every `interval` steps, forecast between.
+
+Granularity `blocks` forecasts the output of the last block (the hidden state the model's head
+reads), so a forecast step runs no transformer block at all and the head still applies the
+current step's modulation. The memory cost is (order + 1) copies of that hidden state per
+cond/uncond entry. Forecasts are polynomials in sigma (the model's own time input), so samplers
+that evaluate the model at several sigmas per step (Heun, DPM++ 2S) forecast each evaluation
+where it lies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+
+import torch
+
+from ..report import RAN_FORECAST
+from ..run_context import BlockSite, RunContext
+from .forecast import TaylorForecaster
+from .schedule import IntervalSchedule, StepWindow
+
+KEY = "ditaccel.taylorseer"
+GRANULARITIES = ("blocks",)
+
+
+@dataclass(frozen=True)
+class TaylorSeerConfig:
+    interval: int = 4
+    order: int = 2
+    warmup_steps: int = 3
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+    granularity: str = "blocks"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.interval <= 50:
+            raise ValueError(f"interval must be between 1 and 50, got {self.interval}")
+        if not 0 <= self.order <= 4:
+            raise ValueError(f"order must be between 0 and 4, got {self.order}")
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {self.granularity!r}")
+        self.schedule  # validates the window  # noqa: B018
+
+    @property
+    def schedule(self) -> IntervalSchedule:
+        return IntervalSchedule(self.interval, StepWindow(self.warmup_steps, self.start_percent, self.end_percent))
+
+    def tag(self) -> str:
+        return (f"TaylorSeer(interval={self.interval}, order={self.order}, warmup={self.warmup_steps}, "
+                f"{self.start_percent:g}-{self.end_percent:g}, {self.granularity})")
+
+
+@dataclass
+class TaylorSeerState:
+    schedule: IntervalSchedule
+    total_steps: int
+    order: int
+    last_full_step: int | None = None
+    decided_step: int | None = None
+    step_full: bool = True
+    call_full: bool = True
+    call_streams: list[Hashable] = field(default_factory=list)
+    call_coord: float = 0.0
+    forecasters: dict[tuple[Hashable, str], TaylorForecaster] = field(default_factory=dict)
+
+    def decide_step(self, step: int) -> bool:
+        """Full or forecast, once per sampler step; every model call of the step follows it."""
+        if step != self.decided_step:
+            self.decided_step = step
+            self.step_full = self.schedule.is_full(step, self.total_steps, self.last_full_step)
+            if self.step_full:
+                self.last_full_step = step
+        return self.step_full
+
+    def forecaster(self, stream: Hashable, key: str) -> TaylorForecaster:
+        slot = (stream, key)
+        if slot not in self.forecasters:
+            self.forecasters[slot] = TaylorForecaster(self.order)
+        return self.forecasters[slot]
+
+    def begin_call(self, step: int, streams: list[Hashable], coord: float, keys: tuple[str, ...]) -> None:
+        self.call_streams, self.call_coord = streams, coord
+        ready = all(self.forecaster(s, k).ready for s in streams for k in keys)
+        self.call_full = self.decide_step(step) or not ready
+
+    def store(self, out: dict[str, torch.Tensor]) -> None:
+        for key, value in out.items():
+            for stream, chunk in zip(self.call_streams, value.chunk(len(self.call_streams)), strict=True):
+                self.forecaster(stream, key).update(self.call_coord, chunk)
+
+    def forecast(self, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        return {k: torch.cat([self.forecaster(s, k).predict(self.call_coord) for s in self.call_streams])
+                for k in keys}
+
+
+def new_state(config: TaylorSeerConfig, run: RunContext) -> TaylorSeerState:
+    return TaylorSeerState(config.schedule, run.total_steps, config.order)
+
+
+BlockHook = Callable[[dict, Callable[[dict], dict], BlockSite, "RunContext | None"], dict]
+
+
+def block_hook(config: TaylorSeerConfig) -> BlockHook:
+    """The block-replace function: decide at the first block, skip the stack or store its output."""
+
+    def hook(args: dict, call_block: Callable[[dict], dict], site: BlockSite, ctx: RunContext | None) -> dict:
+        if ctx is None:
+            return call_block(args)
+        state: TaylorSeerState = ctx.state(KEY)
+        returns = site.spec.returns
+        if site.flat_index == 0:
+            to = args["transformer_options"]
+            uuids = list(to.get("uuids") or [None])
+            state.begin_call(ctx.step, uuids, float(to["sigmas"][0]), ctx.adapter.block_lists[-1].returns)
+            if not state.call_full and ctx.current_call is not None:
+                ctx.current_call.mark_skipped(ctx.current_call.flops_full, "all blocks", RAN_FORECAST)
+        if state.call_full:
+            out = call_block(args)
+            if site.last:
+                state.store(out)
+            return out
+        if site.last:
+            return state.forecast(returns)
+        return {k: args[k] for k in returns}
+
+    return hook
