@@ -26,6 +26,7 @@ class BlockList:
     returns: tuple[str, ...]  # keys of the dict a replace patch must return
     image_key: str = "img"  # args key of the image stream
     joint_tokens: bool = False  # image stream also carries the text tokens (single-stream blocks)
+    joint_order: tuple[str, ...] = ()  # how the model concatenates the streams entering a joint list
     text_linear_prefixes: tuple[str, ...] = ()  # linears that see text tokens only
     vector_linear_prefixes: tuple[str, ...] = ()  # linears on the conditioning vector (one token)
     attention: tuple[str, ...] = ("self",)  # "self" (image), "joint" (text + image), "cross" (image -> text)
@@ -91,6 +92,7 @@ FLUX = ModelAdapter(
             replace_name="single_block",
             returns=("img",),
             joint_tokens=True,
+            joint_order=("txt", "img"),
             vector_linear_prefixes=("modulation",),
             attention=("joint",),
         ),

@@ -154,7 +154,7 @@ def _diffusion_model_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
     sigmas = to.get("sigmas")
     call = CallRecord(step=ctx.step, sigma=float(sigmas[0]) if sigmas is not None else float("nan"),
                       streams=stream_labels(to.get("cond_or_uncond")), batch=x.shape[0],
-                      flops_full=full, flops_run=full)
+                      image_tokens=n_img, text_tokens=n_txt, flops_full=full, flops_run=full)
     ctx.current_call = call
     start = time.perf_counter()
     try:

@@ -28,6 +28,8 @@ class CallRecord:
     sigma: float
     streams: tuple[str, ...]  # "cond" / "uncond" per batch chunk
     batch: int
+    image_tokens: int
+    text_tokens: int
     flops_full: float
     flops_run: float
     ran: str = RAN_FULL

@@ -2,30 +2,61 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..adapters import HOOK_BLOCK_REPLACE, HOOK_DIFFUSION_MODEL
 from ..comfy_patch import attach, set_block_patches
 from ..run_context import RunContext
-from . import taylorseer
+from . import first_block, taylorseer
+
+NEEDS = frozenset({HOOK_BLOCK_REPLACE, HOOK_DIFFUSION_MODEL})
 
 
 @dataclass(frozen=True)
-class TaylorSeerMethod:
-    config: taylorseer.TaylorSeerConfig
-    key: str = taylorseer.KEY
+class ConfiguredMethod:
+    """A method's config plus how to build its per-run state (what comfy_patch registers)."""
+
+    key: str
+    config: Any
+    make_state: Callable[[Any, RunContext], Any]
 
     @property
     def label(self) -> str:
         return self.config.tag()
 
-    def new_run_state(self, run: RunContext) -> taylorseer.TaylorSeerState:
-        return taylorseer.new_state(self.config, run)
+    def new_run_state(self, run: RunContext) -> Any:
+        return self.make_state(self.config, run)
+
+
+def _apply(model: Any, method: ConfiguredMethod, hook: Callable, node: str) -> Any:
+    m, adapter = attach(model, method, NEEDS, name=node)
+    set_block_patches(m, adapter, method.key, hook)
+    return m
 
 
 def apply_taylorseer(model: Any, config: taylorseer.TaylorSeerConfig) -> Any:
-    m, adapter = attach(model, TaylorSeerMethod(config), frozenset({HOOK_BLOCK_REPLACE, HOOK_DIFFUSION_MODEL}),
-                        name="DiTAccelTaylorSeer")
-    set_block_patches(m, adapter, taylorseer.KEY, taylorseer.block_hook(config))
-    return m
+    method = ConfiguredMethod(taylorseer.KEY, config, taylorseer.new_state)
+    return _apply(model, method, taylorseer.block_hook(config), "DiTAccelTaylorSeer")
+
+
+def _fbcache_state(config: first_block.FirstBlockCacheConfig, run: RunContext) -> first_block.FirstBlockCacheState:
+    return first_block.FirstBlockCacheState(window=config.window, max_skips=config.max_skips,
+                                            total_steps=run.total_steps, threshold=config.threshold)
+
+
+def _cgtaylor_state(config: first_block.CGTaylorConfig, run: RunContext) -> first_block.CGTaylorState:
+    return first_block.CGTaylorState(window=config.window, max_skips=config.max_skips, total_steps=run.total_steps,
+                                     threshold=config.threshold, order=config.order,
+                                     first_block_order=config.first_block_order)
+
+
+def apply_first_block_cache(model: Any, config: first_block.FirstBlockCacheConfig) -> Any:
+    method = ConfiguredMethod(first_block.FBCACHE_KEY, config, _fbcache_state)
+    return _apply(model, method, first_block.gated_block_hook(first_block.FBCACHE_KEY), "DiTAccelFirstBlockCache")
+
+
+def apply_cg_taylor(model: Any, config: first_block.CGTaylorConfig) -> Any:
+    method = ConfiguredMethod(first_block.CGTAYLOR_KEY, config, _cgtaylor_state)
+    return _apply(model, method, first_block.gated_block_hook(first_block.CGTAYLOR_KEY), "DiTAccelCGTaylor")

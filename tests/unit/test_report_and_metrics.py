@@ -16,7 +16,7 @@ def make_record(holder: ReportHolder, steps: int = 3):
     for step in range(steps):
         for stream in ("cond", "uncond"):  # split CFG: two calls per step
             record.calls.append(CallRecord(step=step, sigma=1.0 - step / steps, streams=(stream,), batch=1,
-                                           flops_full=2e9, flops_run=2e9, seconds=0.01))
+                                           image_tokens=16, text_tokens=7, flops_full=2e9, flops_run=2e9, seconds=0.01))
     return record
 
 

@@ -1,0 +1,224 @@
+"""Methods that always run the first block and let it decide whether the rest of the stack runs.
+
+- First-block cache (FBCache / TeaCache family): skip the rest while the first block's
+  residual has changed by less than `threshold` (relative L1) since the last full step; the
+  rest of the stack is replaced by its residual cached at that step.
+- CG-Taylor (Guan et al., arXiv 2508.02240): forecast the first block's output with a Taylor
+  series; if the forecast was good (relative L1 error under `threshold`), trust a Taylor forecast
+  of the last block's output too and skip the rest. As in the reference code, `order` drives the
+  last-block forecast and `first_block_order` the first-block one.
+
+Both keep their state per conditioning stream and decide once per model call (all streams of
+a call skip together; a stream seen for the first time forces a full call).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+
+import torch
+
+from ..adapters import ModelAdapter
+from ..report import RAN_PARTIAL
+from ..run_context import BlockSite, RunContext
+from .forecast import TaylorForecaster
+from .schedule import StepWindow
+
+FBCACHE_KEY = "ditaccel.first_block_cache"
+CGTAYLOR_KEY = "ditaccel.cg_taylor"
+
+
+def rel_l1(a: torch.Tensor, b: torch.Tensor) -> float:
+    """mean |a - b| / mean |b|."""
+    return ((a - b).abs().mean() / b.abs().mean().clamp_min(1e-12)).item()
+
+
+def final_layout(adapter: ModelAdapter, first_out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The first block's output in the layout the last block returns (joint lists concatenate streams)."""
+    last = adapter.block_lists[-1]
+    first = adapter.block_lists[0]
+    if last is first or not last.joint_order:
+        return {k: first_out[k] for k in last.returns}
+    return {last.image_key: torch.cat([first_out[k] for k in last.joint_order], dim=1)}
+
+
+def split(out: dict[str, torch.Tensor], n: int) -> list[dict[str, torch.Tensor]]:
+    chunks = {k: v.chunk(n) for k, v in out.items()}
+    return [{k: chunks[k][i] for k in out} for i in range(n)]
+
+
+def join(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+@dataclass(frozen=True)
+class FirstBlockCacheConfig:
+    threshold: float = 0.08
+    max_skips: int = 3
+    warmup_steps: int = 2
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 2.0:
+            raise ValueError(f"threshold must be between 0 and 2, got {self.threshold}")
+        if self.max_skips < 0:
+            raise ValueError(f"max_skips must be >= 0, got {self.max_skips}")
+        self.window  # validates the window  # noqa: B018
+
+    @property
+    def window(self) -> StepWindow:
+        return StepWindow(self.warmup_steps, self.start_percent, self.end_percent)
+
+    def tag(self) -> str:
+        return (f"FirstBlockCache(threshold={self.threshold:g}, max_skips={self.max_skips}, "
+                f"warmup={self.warmup_steps}, {self.start_percent:g}-{self.end_percent:g})")
+
+
+@dataclass(frozen=True)
+class CGTaylorConfig:
+    threshold: float = 0.05
+    order: int = 1
+    first_block_order: int = 2
+    max_skips: int = 3
+    warmup_steps: int = 3
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 2.0:
+            raise ValueError(f"threshold must be between 0 and 2, got {self.threshold}")
+        for name in ("order", "first_block_order"):
+            if not 0 <= getattr(self, name) <= 4:
+                raise ValueError(f"{name} must be between 0 and 4, got {getattr(self, name)}")
+        if self.max_skips < 0:
+            raise ValueError(f"max_skips must be >= 0, got {self.max_skips}")
+        self.window  # validates the window  # noqa: B018
+
+    @property
+    def window(self) -> StepWindow:
+        return StepWindow(self.warmup_steps, self.start_percent, self.end_percent)
+
+    def tag(self) -> str:
+        return (f"CGTaylor(threshold={self.threshold:g}, order={self.order}, first_block_order="
+                f"{self.first_block_order}, max_skips={self.max_skips}, warmup={self.warmup_steps})")
+
+
+@dataclass
+class GatedState:
+    """What both methods share: the per-call plan and the run's skip bookkeeping."""
+
+    window: StepWindow
+    max_skips: int
+    total_steps: int
+    skips_in_a_row: int = 0
+    streams: list[Hashable] = field(default_factory=list)
+    coord: float = 0.0
+    skip: bool = False
+    first_out: dict[str, torch.Tensor] = field(default_factory=dict)
+    last_error: float = float("nan")
+
+    def allowed(self, step: int) -> bool:
+        return not self.window.forced_full(step, self.total_steps) and self.skips_in_a_row < self.max_skips
+
+
+@dataclass
+class FirstBlockCacheState(GatedState):
+    threshold: float = 0.08
+    first_residual: dict[Hashable, torch.Tensor] = field(default_factory=dict)
+    rest_residual: dict[Hashable, dict[str, torch.Tensor]] = field(default_factory=dict)
+
+    def gate(self, step: int, first_in: torch.Tensor, first_img: torch.Tensor) -> bool:
+        residuals = dict(zip(self.streams, (first_img - first_in).chunk(len(self.streams)), strict=True))
+        known = all(s in self.first_residual and s in self.rest_residual for s in self.streams)
+        if known:
+            self.last_error = max(rel_l1(residuals[s], self.first_residual[s]) for s in self.streams)
+        skip = known and self.allowed(step) and self.last_error < self.threshold
+        if not skip:
+            self.first_residual.update(residuals)
+        return skip
+
+    def replacement(self, start: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        parts = split(start, len(self.streams))
+        return join([{k: p[k] + self.rest_residual[s][k] for k in p}
+                     for s, p in zip(self.streams, parts, strict=True)])
+
+    def store(self, start: dict[str, torch.Tensor], final: dict[str, torch.Tensor]) -> None:
+        n = len(self.streams)
+        for s, a, b in zip(self.streams, split(start, n), split(final, n), strict=True):
+            self.rest_residual[s] = {k: b[k] - a[k] for k in b}
+
+
+@dataclass
+class CGTaylorState(GatedState):
+    threshold: float = 0.05
+    order: int = 1
+    first_block_order: int = 2
+    first: dict[Hashable, TaylorForecaster] = field(default_factory=dict)
+    last: dict[tuple[Hashable, str], TaylorForecaster] = field(default_factory=dict)
+    stored: set[Hashable] = field(default_factory=set)
+
+    def gate(self, step: int, first_in: torch.Tensor, first_img: torch.Tensor) -> bool:
+        chunks = dict(zip(self.streams, first_img.chunk(len(self.streams)), strict=True))
+        known = all(s in self.first and s in self.stored for s in self.streams)
+        if known:
+            self.last_error = max(rel_l1(self.first[s].predict(self.coord), chunks[s]) for s in self.streams)
+        skip = known and self.allowed(step) and self.last_error < self.threshold
+        if not skip:
+            for s, chunk in chunks.items():
+                self.first.setdefault(s, TaylorForecaster(self.first_block_order)).update(self.coord, chunk)
+        return skip
+
+    def replacement(self, start: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return join([{k: self.last[(s, k)].predict(self.coord) for k in start} for s in self.streams])
+
+    def store(self, start: dict[str, torch.Tensor], final: dict[str, torch.Tensor]) -> None:
+        for s, part in zip(self.streams, split(final, len(self.streams)), strict=True):
+            self.stored.add(s)
+            for k, v in part.items():
+                self.last.setdefault((s, k), TaylorForecaster(self.order)).update(self.coord, v)
+
+
+BlockHook = Callable[[dict, Callable[[dict], dict], BlockSite, "RunContext | None"], dict]
+
+
+def _mark_rest_skipped(ctx: RunContext) -> None:
+    call = ctx.current_call
+    if call is None:
+        return
+    per_block = ctx.flops.per_block(call.image_tokens, call.text_tokens)
+    call.mark_skipped(call.batch * sum(per_block[1:]), f"blocks 1-{len(per_block) - 1}", RAN_PARTIAL)
+
+
+def gated_block_hook(key: str) -> BlockHook:
+    """Run block 0, let the method's state gate the rest, then skip it or store its output."""
+
+    def hook(args: dict, call_block: Callable[[dict], dict], site: BlockSite, ctx: RunContext | None) -> dict:
+        if ctx is None:
+            return call_block(args)
+        state: GatedState = ctx.state(key)
+        if site.flat_index == 0:
+            to = args["transformer_options"]
+            state.streams = list(to.get("uuids") or [None])
+            state.coord = float(to["sigmas"][0])
+            out = call_block(args)
+            image_key = site.spec.image_key
+            state.first_out = final_layout(ctx.adapter, out)
+            state.skip = state.gate(ctx.step, args[image_key], out[image_key]) and not site.last
+            state.skips_in_a_row = state.skips_in_a_row + 1 if state.skip else 0
+            if state.skip:
+                _mark_rest_skipped(ctx)
+            elif site.last:
+                state.store(state.first_out, out)
+            return out
+        if not state.skip:
+            out = call_block(args)
+            if site.last:
+                state.store(state.first_out, out)
+            return out
+        if site.last:
+            return state.replacement(state.first_out)
+        return {k: args[k] for k in site.spec.returns}
+
+    return hook
