@@ -2,9 +2,10 @@
 
 from comfy_api.latest import ComfyExtension, io
 
+from .caching import NODES as CACHING_NODES
 from .report import NODES as REPORT_NODES
 
 
 class DiTAccelExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [*REPORT_NODES]
+        return [*CACHING_NODES, *REPORT_NODES]

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,8 +124,11 @@ class ComfyClient:
         return body
 
     # --- running ------------------------------------------------------------------------------
-    def run(self, prompt: Prompt) -> RunResult:
-        """Submit, wait for the end through the websocket, then read outputs from /history."""
+    def run(self, prompt: Prompt, on_event: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+        """Submit, wait for the end through the websocket, then read outputs from /history.
+
+        `on_event` sees every message of this prompt as it arrives (e.g. to interrupt at a step).
+        """
         import websocket  # websocket-client
 
         ws_url = self.url.replace("http", "ws", 1) + f"/ws?clientId={self.client_id}"
@@ -132,7 +136,7 @@ class ComfyClient:
         try:
             start = time.perf_counter()
             prompt_id = self.submit(prompt)
-            events = self._collect(ws, prompt_id)
+            events = self._collect(ws, prompt_id, on_event)
             seconds = time.perf_counter() - start
         finally:
             ws.close()
@@ -150,7 +154,8 @@ class ComfyClient:
                 return entry
             time.sleep(0.05)
 
-    def _collect(self, ws: Any, prompt_id: str) -> list[dict[str, Any]]:
+    def _collect(self, ws: Any, prompt_id: str,
+                 on_event: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
@@ -162,6 +167,8 @@ class ComfyClient:
             if data.get("prompt_id") not in (None, prompt_id):
                 continue
             events.append(msg)
+            if on_event is not None:
+                on_event(msg)
             kind = msg.get("type")
             if kind == "execution_error":
                 raise ExecutionFailed(data)

@@ -96,6 +96,11 @@ def adheres(image: np.ndarray, scene: Scene) -> bool:
     return contains(image, scene.primary.colour, scene.primary.shape)
 
 
+def colour_adheres(image: np.ndarray, scene: Scene) -> bool:
+    """A region of the captioned primary object's colour is in the image (shape not checked)."""
+    return any(f.colour == scene.primary.colour for f in find_objects(image))
+
+
 @dataclass(frozen=True)
 class Validation:
     accuracy: float  # primary object found on ground-truth renders of held-out captions

@@ -100,20 +100,30 @@ def _link_pack(base: Path) -> None:
     link.symlink_to(REPO, target_is_directory=True)
 
 
+ASSETS = REPO / "assets"
+TRAINED = {model_files.WAN_DIT_FILE: "diffusion_models", model_files.WAN_VAE_FILE: "vae"}
+
+
+def _link_trained(lay: ComfyLayout) -> None:
+    """The embedded model's files live in assets/ (in git); ComfyUI finds them through links."""
+    for name, folder in TRAINED.items():
+        source, target = ASSETS / name, lay.models / folder / name
+        if not source.is_file():
+            raise RuntimeProblem(f"model file missing: {source} (it is part of the repository)")
+        if target.is_symlink() and target.resolve() == source.resolve():
+            continue
+        if target.exists() or target.is_symlink():
+            target.unlink()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(source)
+
+
 def _ensure_models(lay: ComfyLayout) -> None:
-    sys.path.insert(0, str(lay.code_root))
-    try:
-        wanted = [
-            (lay.models / "text_encoders" / model_files.CLIP_L_FILE, model_files.make_clip_l),
-            (lay.models / "diffusion_models" / model_files.WAN_DIT_FILE, model_files.make_wan_dit),
-            (lay.models / "vae" / model_files.WAN_VAE_FILE, model_files.make_wan_vae),
-        ]
-        for path, make in wanted:
-            if not path.is_file():
-                print(f"[dit_runtime] writing {path.relative_to(lay.base_dir)}", flush=True)
-                make(path)
-    finally:
-        sys.path.remove(str(lay.code_root))
+    clip = lay.models / "text_encoders" / model_files.CLIP_L_FILE
+    if not clip.is_file():
+        print(f"[dit_runtime] writing {clip.relative_to(lay.base_dir)}", flush=True)
+        model_files.make_clip_l(clip)
+    _link_trained(lay)
 
 
 def ensure_flux_thin(lay: ComfyLayout | None = None) -> Path:
@@ -264,25 +274,32 @@ def run_workflow(path: Path, out_dir: Path, overrides: list[str] | None = None, 
 
 
 def demo(out_dir: Path) -> None:
+    import embedded_eval
+    import scenes
+
     workflow = REPO / "workflows" / "api" / "baseline.json"
     out_dir.mkdir(parents=True, exist_ok=True)
     prompt = load_workflow(workflow)
     lay = prepare()
     check_model_files(prompt, lay)
+    grid_captions = [s.caption for s in scenes.draw_scenes(77, 8, "held_out", max_objects=2)]
     with running_server() as url:
         client = ComfyClient(url)
         client.run(prompt)  # first run loads the models; time the second
         result = client.run(prompt)
+        grid_images = embedded_eval.render_captions(client, grid_captions, seed=0)
     image = out_dir / "baseline.png"
     image.write_bytes(result.images[0])
+    embedded_eval.caption_grid(grid_images, grid_captions).save(out_dir / "caption_grid.png")
     sampler = next(n for n in prompt.values() if n["class_type"] == "KSampler")["inputs"]
     latent = next(n for n in prompt.values() if n["class_type"] == "EmptyHunyuanLatentVideo")["inputs"]
+    caption = next(n for n in prompt.values() if n["class_type"] == "CLIPTextEncode")["inputs"]["text"]
     line = (f"baseline: {sampler['steps']} steps {sampler['sampler_name']}/{sampler['scheduler']} "
             f"cfg {sampler['cfg']} at {latent['width']}x{latent['height']}: {result.seconds:.2f} s per prompt "
             f"(warm, whole graph, CPU)")
     (out_dir / "timing.txt").write_text(line + "\n")
     print(line)
-    print(f"wrote {image} and {out_dir / 'timing.txt'}")
+    print(f"wrote {image} ('{caption}'), {out_dir / 'caption_grid.png'} and {out_dir / 'timing.txt'}")
 
 
 def main(argv: list[str] | None = None) -> int:

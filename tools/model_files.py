@@ -1,4 +1,4 @@
-"""Deterministic model files for the runtime: seeded CLIP-L, random-weight Wan 2.1 DiT and VAE, thin Flux.
+"""Deterministic model files for the runtime: the seeded CLIP-L and random-weight test models.
 
 Values come from numpy's PCG64 raw stream (``random_raw``), turned into uniforms by our own
 bit arithmetic, in a fixed key order, and the safetensors file is written by our own writer
@@ -216,40 +216,8 @@ def flux_thin_specs(depth: int = 1, single: int = 0, context_dim: int = 4096, ve
     return specs
 
 
-def wan_vae_specs(dim: int) -> list[TensorSpec]:
-    """Key/shape table of ComfyUI's Wan 2.1 VAE at width `dim` (read from ComfyUI's own class)."""
-    import torch
-    from comfy.cli_args import args  # needs the ComfyUI root on sys.path
-
-    args.cpu = True  # before comfy.model_management is imported: no CUDA probing
-    import comfy.ldm.wan.vae as wan_vae
-
-    with torch.device("meta"):
-        model = wan_vae.WanVAE(dim=dim, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
-                               attn_scales=[], temperal_downsample=[False, True, True], dropout=0.0)
-    specs = []
-    for name, t in model.state_dict().items():
-        shape = tuple(t.shape)
-        if name.endswith("gamma") or (name.endswith("weight") and len(shape) == 1):
-            init = "ones"
-        elif name.endswith("bias"):
-            init = "zeros"
-        else:
-            init = "normal"
-        specs.append(TensorSpec(name, shape, init))
-    return specs
-
-
 def make_clip_l(path: Path) -> str:
     return write_safetensors(path, fill(clip_l_specs(), CLIP_L_SEED, np.float16))
-
-
-def make_wan_dit(path: Path, dims: WanDims = WanDims(), seed: int = 1) -> str:
-    return write_safetensors(path, fill(wan_dit_specs(dims), seed, np.float16))
-
-
-def make_wan_vae(path: Path, dim: int = 16, seed: int = 2) -> str:
-    return write_safetensors(path, fill(wan_vae_specs(dim), seed, np.float32))
 
 
 def make_flux_thin(path: Path, seed: int = 3) -> str:

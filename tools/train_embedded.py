@@ -47,10 +47,10 @@ class Settings:
     seed: int = 1234
     # VAE
     vae_dim: int = 8
-    vae_steps: int = 1500
-    vae_batch: int = 16
-    vae_res: int = 64
-    vae_lr: float = 4e-4
+    vae_steps: int = 1000
+    vae_batch: int = 8
+    vae_res: int = 96
+    vae_lr: float = 5e-4
     vae_kl: float = 1e-5
     # data
     captions: int = 3000
@@ -62,8 +62,8 @@ class Settings:
     layers: int = 6
     dit_res_low: int = 128
     dit_res_high: int = 256
-    dit_steps: int = 8000
-    dit_high_from: int = 6800  # step from which batches come at dit_res_high
+    dit_steps: int = 7000
+    dit_high_from: int = 5000  # step from which batches come at dit_res_high
     dit_batch_low: int = 32
     dit_batch_high: int = 8
     dit_lr: float = 3e-4
@@ -120,6 +120,15 @@ def init_module(model: torch.nn.Module) -> None:
                 p.copy_(torch.randn_like(p) / math.sqrt(p.shape[-1]))
 
 
+def optimizer_step(opt: torch.optim.Optimizer, model: torch.nn.Module, loss: torch.Tensor, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+
+
 def save_ckpt(path: Path, **state) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -135,6 +144,26 @@ def images_to_tensor(images: list[np.ndarray]) -> torch.Tensor:
 def build_vae(comfy, dim: int) -> torch.nn.Module:
     return comfy.ldm.wan.vae.WanVAE(dim=dim, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                                     temperal_downsample=[False, True, True], dropout=0.0)
+
+
+@torch.no_grad()
+def init_vae_for_images(vae: torch.nn.Module) -> None:
+    """He init that sees what a single frame sees: a causal 3x3x3 conv only uses its last time slice.
+
+    Torch's default init (fan-in over all 27 taps, a=sqrt(5)) leaves one-frame signals ~3x too
+    weak and the net sits on a predict-the-background plateau for hundreds of steps.
+    """
+    for m in vae.modules():
+        if isinstance(m, torch.nn.Conv3d | torch.nn.Conv2d):
+            m.bias.zero_()
+            if isinstance(m, torch.nn.Conv3d) and m.weight.shape[2] == 3:
+                w = torch.empty(m.weight.shape[:2] + m.weight.shape[3:])
+                torch.nn.init.kaiming_normal_(w, nonlinearity="relu")
+                m.weight.zero_()
+                m.weight[:, :, 2] = w
+            else:
+                torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    vae.conv1.bias[16:] = -8.0  # little posterior noise at first, or it drowns the latents
 
 
 def vae_encode_stats(comfy, vae, x):
@@ -153,7 +182,8 @@ def stage_vae(max_seconds: float) -> None:
     torch.manual_seed(S.seed)
     vae = build_vae(comfy, S.vae_dim)
     init_module(vae)
-    opt = torch.optim.AdamW(vae.parameters(), lr=S.vae_lr, weight_decay=0.0)
+    init_vae_for_images(vae)
+    opt = torch.optim.AdamW(vae.parameters(), lr=S.vae_lr, weight_decay=0.0, betas=(0.9, 0.99))
     ckpt = WORK / "vae.ckpt"
     step = 0
     if ckpt.exists():
@@ -172,21 +202,15 @@ def stage_vae(max_seconds: float) -> None:
         logvar = logvar.clamp(-12, 4)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         y = vae_decode(comfy, vae, z)
-        rec = (y - x).abs().mean() + 0.5 * ((y - x) ** 2).mean()
+        rec = ((y - x) ** 2).mean() + 0.1 * (y - x).abs().mean()  # L1-heavy losses stall on the background
         kl = 0.5 * (mu**2 + logvar.exp() - 1 - logvar).mean()
         loss = rec + S.vae_kl * kl
-        lr = S.vae_lr * min(1.0, (step + 1) / 100)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, vae, loss, S.vae_lr * min(1.0, (step + 1) / 100))
         step += 1
         if step % 20 == 0:
             psnr = -10 * math.log10(((y.clamp(-1, 1) - x) / 2).pow(2).mean().item())
             log_row("vae_loss", {"step": step, "rec": round(rec.item(), 5), "kl": round(kl.item(), 3),
-                                 "psnr_64px": round(psnr, 2), "seconds": round(time.time() - start, 1)})
+                                 "psnr": round(psnr, 2), "seconds": round(time.time() - start, 1)})
         if step % S.checkpoint_every == 0:
             save_ckpt(ckpt, model=vae.state_dict(), opt=opt.state_dict(), step=step)
     save_ckpt(ckpt, model=vae.state_dict(), opt=opt.state_dict(), step=step)
@@ -231,9 +255,10 @@ def stage_data() -> None:
     if out.exists():
         return
     comfy = comfy_imports()
-    models = dit_runtime.prepare().models
-    clip = comfy.sd.load_clip(ckpt_paths=[str(models / "text_encoders" / model_files.CLIP_L_FILE)],
-                              clip_type=comfy.sd.CLIPType.SD3)
+    clip_path = dit_runtime.layout().models / "text_encoders" / model_files.CLIP_L_FILE
+    if not clip_path.is_file():
+        model_files.make_clip_l(clip_path)
+    clip = comfy.sd.load_clip(ckpt_paths=[str(clip_path)], clip_type=comfy.sd.CLIPType.SD3)
     train = scenes.draw_scenes(S.seed, S.captions, "train")
     captions = sorted({s.caption for s in train})
     by_caption = {s.caption: s for s in train}
@@ -278,7 +303,7 @@ def sample_sigmas(n: int, gen: torch.Generator) -> torch.Tensor:
     return S.shift * u / (1 + (S.shift - 1) * u)
 
 
-def stage_dit(max_seconds: float) -> None:
+def stage_dit(max_seconds: float, init_from: Path | None = None) -> None:
     comfy = comfy_imports()
     data = torch.load(WORK / "data.pt", weights_only=False)
     torch.manual_seed(S.seed)
@@ -287,6 +312,11 @@ def stage_dit(max_seconds: float) -> None:
     with torch.no_grad():
         model.head.head.weight.zero_()
         model.head.head.bias.zero_()
+    if init_from is not None and not (WORK / "dit.ckpt").exists():
+        # go on from exported weights (e.g. assets/) when the checkpoint of an earlier run is gone
+        import safetensors.torch
+
+        model.load_state_dict({k: v.float() for k, v in safetensors.torch.load_file(str(init_from)).items()})
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     opt = torch.optim.AdamW(model.parameters(), lr=S.dit_lr, weight_decay=0.01, betas=(0.9, 0.99))
     ckpt = WORK / "dit.ckpt"
@@ -320,12 +350,7 @@ def stage_dit(max_seconds: float) -> None:
         loss = ((out - (noise - x0)) ** 2).mean()
         lr = S.dit_lr * min(1.0, (step + 1) / S.dit_warmup)
         lr *= 0.5 * (1 + math.cos(math.pi * min(1.0, step / S.dit_steps))) * 0.9 + 0.1
-        for g in opt.param_groups:
-            g["lr"] = lr
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, model, loss, lr)
         step += 1
         with torch.no_grad():
             for k, v in model.state_dict().items():
@@ -357,6 +382,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", default="all", choices=["vae", "data", "dit", "export", "all"])
     parser.add_argument("--max-minutes", type=float, default=600.0, help="stop (with a checkpoint) after this")
+    parser.add_argument("--dit-init", type=Path, default=None,
+                        help="start the DiT from these weights when .train/ holds no DiT checkpoint")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     WORK.mkdir(exist_ok=True)
@@ -366,7 +393,7 @@ def main() -> int:
     if args.stage in ("data", "all") and (WORK / "vae_folded.pt").exists():
         stage_data()
     if args.stage in ("dit", "all") and (WORK / "data.pt").exists():
-        stage_dit(deadline - time.time())
+        stage_dit(deadline - time.time(), args.dit_init)
     if args.stage in ("export", "all") and (WORK / "dit.ckpt").exists():
         stage_export()
     return 0

@@ -1,0 +1,153 @@
+"""Feature caching nodes: DiTAccelTaylorSeer, DiTAccelCGTaylor, DiTAccelFirstBlockCache."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from comfy_api.latest import io
+
+from ..accel_core.caching import presets
+from ..accel_core.caching.apply import apply_cg_taylor, apply_first_block_cache, apply_taylorseer
+
+CATEGORY = "DiTAccel/caching"
+PRESET_TIP = ("quality / balanced / fast: settings calibrated on the embedded model (see README); "
+              "custom: use the inputs below.")
+
+
+def preset_input() -> io.Combo.Input:
+    return io.Combo.Input("preset", options=list(presets.PRESET_NAMES), default="balanced", tooltip=PRESET_TIP)
+
+
+def window_inputs(warmup: int) -> list[Any]:
+    return [
+        io.Int.Input("warmup_steps", default=warmup, min=0, max=100, optional=True,
+                     tooltip="custom: this many first steps always run in full."),
+        io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01, optional=True,
+                       tooltip="custom: skipping starts at this share of the steps."),
+        io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01, optional=True,
+                       tooltip="custom: skipping ends at this share of the steps; the last step always runs."),
+    ]
+
+
+def check_inputs(preset: str | None, start_percent: float | None, end_percent: float | None) -> bool | str:
+    """validate_inputs: ComfyUI skips its own range check for the inputs named here, so check them all.
+
+    It must not take **kwargs: ComfyUI would then skip the range checks of every input. The preset
+    is checked here because 0.3.75 does not check V3 combo values against their options.
+    """
+    if preset is not None and preset not in presets.PRESET_NAMES:
+        return f"preset must be one of {', '.join(presets.PRESET_NAMES)}, got {preset!r}"
+    for name, value in (("start_percent", start_percent), ("end_percent", end_percent)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            return f"{name} must lie in [0, 1], got {value}"
+    if start_percent is not None and end_percent is not None and start_percent >= end_percent:
+        return f"start_percent ({start_percent}) must be below end_percent ({end_percent})"
+    return True
+
+
+MODEL_TIP = "The diffusion model (Wan 2.x or Flux). Stacks with the other DiTAccel nodes."
+
+
+class DiTAccelTaylorSeer(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DiTAccelTaylorSeer",
+            display_name="DiT Accel TaylorSeer",
+            category=CATEGORY,
+            description="TaylorSeer: run the transformer every `interval` steps and forecast the steps "
+                        "in between with a Taylor series built from the computed steps.",
+            inputs=[
+                io.Model.Input("model", tooltip=MODEL_TIP),
+                preset_input(),
+                io.Int.Input("interval", default=4, min=1, max=50, optional=True,
+                             tooltip="custom: one full step every this many steps."),
+                io.Int.Input("order", default=2, min=0, max=4, optional=True,
+                             tooltip="custom: Taylor order of the forecast (0 reuses the last full step)."),
+                *window_inputs(3),
+                io.Combo.Input("granularity", options=["blocks"], default="blocks", optional=True,
+                               tooltip="blocks: forecast the block stack's output (memory: order + 1 "
+                                       "hidden states per cond/uncond)."),
+            ],
+            outputs=[io.Model.Output(tooltip="The model with TaylorSeer attached.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, preset: str | None = None, start_percent: float | None = None,
+                        end_percent: float | None = None) -> bool | str:
+        return check_inputs(preset, start_percent, end_percent)
+
+    @classmethod
+    def execute(cls, model, preset: str, **custom: Any) -> io.NodeOutput:
+        return io.NodeOutput(apply_taylorseer(model, presets.taylorseer(preset, custom)))
+
+
+class DiTAccelCGTaylor(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DiTAccelCGTaylor",
+            display_name="DiT Accel CG-Taylor",
+            category=CATEGORY,
+            description="Confidence-gated Taylor: always run the first block and compare it with its own "
+                        "Taylor forecast; when the forecast was good, skip the rest and forecast the "
+                        "last block's output too.",
+            inputs=[
+                io.Model.Input("model", tooltip=MODEL_TIP),
+                preset_input(),
+                io.Float.Input("threshold", default=0.05, min=0.0, max=2.0, step=0.005, optional=True,
+                               tooltip="custom: skip when the first block's relative forecast error is below this."),
+                io.Int.Input("order", default=1, min=0, max=4, optional=True,
+                             tooltip="custom: Taylor order of the last-block forecast."),
+                io.Int.Input("first_block_order", default=2, min=0, max=4, optional=True,
+                             tooltip="custom: Taylor order of the first-block forecast used as the gate."),
+                io.Int.Input("max_skips", default=3, min=0, max=50, optional=True,
+                             tooltip="custom: at most this many skipped steps in a row."),
+                *window_inputs(3),
+            ],
+            outputs=[io.Model.Output(tooltip="The model with CG-Taylor attached.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, preset: str | None = None, start_percent: float | None = None,
+                        end_percent: float | None = None) -> bool | str:
+        return check_inputs(preset, start_percent, end_percent)
+
+    @classmethod
+    def execute(cls, model, preset: str, **custom: Any) -> io.NodeOutput:
+        return io.NodeOutput(apply_cg_taylor(model, presets.cg_taylor(preset, custom)))
+
+
+class DiTAccelFirstBlockCache(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DiTAccelFirstBlockCache",
+            display_name="DiT Accel First Block Cache",
+            category=CATEGORY,
+            description="First-block cache (the FBCache / TeaCache family): skip the rest of the stack while "
+                        "the first block's residual barely changed, reusing the rest's cached residual.",
+            inputs=[
+                io.Model.Input("model", tooltip=MODEL_TIP),
+                preset_input(),
+                io.Float.Input("threshold", default=0.08, min=0.0, max=2.0, step=0.005, optional=True,
+                               tooltip="custom: skip while the first block's residual changed by less than "
+                                       "this (relative L1) since the last full step."),
+                io.Int.Input("max_skips", default=3, min=0, max=50, optional=True,
+                             tooltip="custom: at most this many skipped steps in a row."),
+                *window_inputs(2),
+            ],
+            outputs=[io.Model.Output(tooltip="The model with the first-block cache attached.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, preset: str | None = None, start_percent: float | None = None,
+                        end_percent: float | None = None) -> bool | str:
+        return check_inputs(preset, start_percent, end_percent)
+
+    @classmethod
+    def execute(cls, model, preset: str, **custom: Any) -> io.NodeOutput:
+        return io.NodeOutput(apply_first_block_cache(model, presets.first_block_cache(preset, custom)))
+
+
+NODES = [DiTAccelTaylorSeer, DiTAccelCGTaylor, DiTAccelFirstBlockCache]

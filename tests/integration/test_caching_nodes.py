@@ -1,0 +1,88 @@
+"""The caching nodes on a real ComfyUI server (--cache-none)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from comfy_client import ComfyError, PromptRejected, decode_png
+from graphs import add_report, insert_model_node, set_steps
+
+NODES = {
+    "DiTAccelTaylorSeer": {"preset": "fast"},
+    "DiTAccelCGTaylor": {"preset": "custom", "threshold": 2.0, "max_skips": 2},
+    "DiTAccelFirstBlockCache": {"preset": "custom", "threshold": 2.0, "max_skips": 2},
+}
+STEPS = 10
+
+
+def run_image(client, prompt) -> np.ndarray:
+    return decode_png(client.run(prompt).images[0])
+
+
+@pytest.fixture(scope="module")
+def fresh(client):
+    """Fresh baseline images by (width, height)."""
+    cache = {}
+
+    def get(baseline_prompt, size=(256, 256)):
+        if size not in cache:
+            prompt = set_steps(baseline_prompt, STEPS)
+            prompt["5"]["inputs"]["width"], prompt["5"]["inputs"]["height"] = size
+            cache[size] = run_image(client, prompt)
+        return cache[size]
+
+    return get
+
+
+@pytest.mark.parametrize("node", list(NODES))
+def test_node_runs_skips_work_and_leaves_nothing_behind(client, baseline_prompt, fresh, node):
+    base = fresh(copy.deepcopy(baseline_prompt))
+    prompt = add_report(insert_model_node(set_steps(copy.deepcopy(baseline_prompt), STEPS), "40", node,
+                                          **NODES[node]))
+    result = client.run(prompt)
+    image = decode_png(result.images[0])
+    assert image.shape == base.shape and np.isfinite(image).all()
+    text = result.node_output("50")["text"][0]
+    rows = [line.split() for line in text.splitlines() if line[:4].strip().isdigit()]
+    assert len(rows) == STEPS and any(r[2] in ("forecast", "partial") for r in rows), text
+    # the same graph without the node (what bypassing it submits) is the fresh baseline, bit for bit
+    assert np.array_equal(run_image(client, set_steps(copy.deepcopy(baseline_prompt), STEPS)), base)
+
+
+def test_two_sizes_in_a_row_match_fresh_runs(client, baseline_prompt, fresh):
+    for size in ((256, 256), (192, 128), (256, 256)):
+        prompt = insert_model_node(set_steps(copy.deepcopy(baseline_prompt), STEPS), "40", "DiTAccelTaylorSeer",
+                                   preset="fast")
+        prompt["5"]["inputs"]["width"], prompt["5"]["inputs"]["height"] = size
+        first = run_image(client, prompt)
+        assert first.shape == (size[1], size[0], 3)
+        assert np.array_equal(run_image(client, prompt), first)
+
+
+def test_interrupted_prompt_leaves_the_next_one_unchanged(client, baseline_prompt):
+    prompt = insert_model_node(set_steps(copy.deepcopy(baseline_prompt), 28), "40", "DiTAccelTaylorSeer",
+                               preset="balanced")
+    expected = run_image(client, prompt)
+
+    def stop_mid_sampling(msg):
+        if msg.get("type") == "progress" and msg["data"]["value"] == 10:
+            client.interrupt()
+
+    with pytest.raises(ComfyError, match="interrupted"):
+        client.run(prompt, on_event=stop_mid_sampling)
+    assert np.array_equal(run_image(client, prompt), expected)
+
+
+@pytest.mark.parametrize("node, inputs, name", [
+    ("DiTAccelTaylorSeer", {"preset": "custom", "interval": 0}, "interval"),
+    ("DiTAccelTaylorSeer", {"preset": "turbo"}, "preset"),
+    ("DiTAccelCGTaylor", {"preset": "custom", "threshold": -1.0}, "threshold"),
+    ("DiTAccelFirstBlockCache", {"preset": "custom", "start_percent": 0.8, "end_percent": 0.2}, "start_percent"),
+])
+def test_invalid_inputs_are_refused_naming_the_input(client, baseline_prompt, node, inputs, name):
+    prompt = insert_model_node(baseline_prompt, "40", node, **inputs)
+    with pytest.raises(PromptRejected) as err:
+        client.submit(prompt)
+    assert name in str(err.value)
