@@ -48,7 +48,16 @@ def check_inputs(preset: str | None, start_percent: float | None, end_percent: f
 MODEL_TIP = "The diffusion model (Wan 2.x or Flux). Stacks with the other DiTAccel nodes."
 
 
-class DiTAccelTaylorSeer(io.ComfyNode):
+class CachingNode(io.ComfyNode):
+    """Shared input checks of the caching nodes (not registered itself)."""
+
+    @classmethod
+    def validate_inputs(cls, preset: str | None = None, start_percent: float | None = None,
+                        end_percent: float | None = None) -> bool | str:
+        return check_inputs(preset, start_percent, end_percent)
+
+
+class DiTAccelTaylorSeer(CachingNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -73,16 +82,11 @@ class DiTAccelTaylorSeer(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, preset: str | None = None, start_percent: float | None = None,
-                        end_percent: float | None = None) -> bool | str:
-        return check_inputs(preset, start_percent, end_percent)
-
-    @classmethod
     def execute(cls, model, preset: str, **custom: Any) -> io.NodeOutput:
         return io.NodeOutput(apply_taylorseer(model, presets.taylorseer(preset, custom)))
 
 
-class DiTAccelCGTaylor(io.ComfyNode):
+class DiTAccelCGTaylor(CachingNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -109,16 +113,11 @@ class DiTAccelCGTaylor(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, preset: str | None = None, start_percent: float | None = None,
-                        end_percent: float | None = None) -> bool | str:
-        return check_inputs(preset, start_percent, end_percent)
-
-    @classmethod
     def execute(cls, model, preset: str, **custom: Any) -> io.NodeOutput:
         return io.NodeOutput(apply_cg_taylor(model, presets.cg_taylor(preset, custom)))
 
 
-class DiTAccelFirstBlockCache(io.ComfyNode):
+class DiTAccelFirstBlockCache(CachingNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -139,11 +138,6 @@ class DiTAccelFirstBlockCache(io.ComfyNode):
             ],
             outputs=[io.Model.Output(tooltip="The model with the first-block cache attached.")],
         )
-
-    @classmethod
-    def validate_inputs(cls, preset: str | None = None, start_percent: float | None = None,
-                        end_percent: float | None = None) -> bool | str:
-        return check_inputs(preset, start_percent, end_percent)
 
     @classmethod
     def execute(cls, model, preset: str, **custom: Any) -> io.NodeOutput:

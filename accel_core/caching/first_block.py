@@ -53,7 +53,9 @@ def join(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 
 
 @dataclass(frozen=True)
-class FirstBlockCacheConfig:
+class GateConfig:
+    """What the first-block-gated methods share: threshold, skip limit, step window."""
+
     threshold: float = 0.08
     max_skips: int = 3
     warmup_steps: int = 2
@@ -71,34 +73,26 @@ class FirstBlockCacheConfig:
     def window(self) -> StepWindow:
         return StepWindow(self.warmup_steps, self.start_percent, self.end_percent)
 
+
+@dataclass(frozen=True)
+class FirstBlockCacheConfig(GateConfig):
     def tag(self) -> str:
         return (f"FirstBlockCache(threshold={self.threshold:g}, max_skips={self.max_skips}, "
                 f"warmup={self.warmup_steps}, {self.start_percent:g}-{self.end_percent:g})")
 
 
 @dataclass(frozen=True)
-class CGTaylorConfig:
+class CGTaylorConfig(GateConfig):
     threshold: float = 0.05
+    warmup_steps: int = 3
     order: int = 1
     first_block_order: int = 2
-    max_skips: int = 3
-    warmup_steps: int = 3
-    start_percent: float = 0.0
-    end_percent: float = 1.0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.threshold <= 2.0:
-            raise ValueError(f"threshold must be between 0 and 2, got {self.threshold}")
+        super().__post_init__()
         for name in ("order", "first_block_order"):
             if not 0 <= getattr(self, name) <= 4:
                 raise ValueError(f"{name} must be between 0 and 4, got {getattr(self, name)}")
-        if self.max_skips < 0:
-            raise ValueError(f"max_skips must be >= 0, got {self.max_skips}")
-        self.window  # validates the window  # noqa: B018
-
-    @property
-    def window(self) -> StepWindow:
-        return StepWindow(self.warmup_steps, self.start_percent, self.end_percent)
 
     def tag(self) -> str:
         return (f"CGTaylor(threshold={self.threshold:g}, order={self.order}, first_block_order="
