@@ -77,7 +77,12 @@ def stream_labels(cond_or_uncond: Sequence[int] | None) -> tuple[str, ...]:
     return tuple("uncond" if c == 1 else "cond" for c in (cond_or_uncond or ()))
 
 
-def split_streams(x: torch.Tensor, uuids: Sequence[Hashable] | None) -> list[tuple[Hashable, torch.Tensor]]:
-    """Batch chunks per conditioning entry: ComfyUI stacks them in `uuids` order, equal sizes."""
-    ids = list(uuids) if uuids else [None]
-    return list(zip(ids, x.chunk(len(ids), dim=0), strict=True))
+def split(out: dict[str, torch.Tensor], n: int) -> list[dict[str, torch.Tensor]]:
+    """A block's outputs cut into the `n` conditioning streams ComfyUI stacked on the batch axis."""
+    chunks = {k: v.chunk(n) for k, v in out.items()}
+    return [{k: chunks[k][i] for k in out} for i in range(n)]
+
+
+def join(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The inverse of `split`."""
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}

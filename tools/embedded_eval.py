@@ -98,8 +98,9 @@ def evaluate(n_captions: int, out: Path) -> dict:
         client = ComfyClient(url, timeout=600)
         t = timing(client)
         hits, colour_hits = [], []
+        base = baseline_prompt()
         for i, scene in enumerate(held_out):
-            image = decode_png(client.run(with_caption(baseline_prompt(), scene.caption, 1000 + i)).images[0])
+            image = decode_png(client.run(with_caption(base, scene.caption, 1000 + i)).images[0])
             hits.append(detector.adheres(image, scene))
             colour_hits.append(detector.colour_adheres(image, scene))
         grid_scenes = scenes.draw_scenes(77, 8, "held_out", max_objects=2)

@@ -21,7 +21,7 @@ import torch
 
 from ..adapters import ModelAdapter
 from ..report import RAN_PARTIAL
-from ..run_context import BlockSite, RunContext
+from ..run_context import BlockSite, RunContext, join, split
 from .forecast import TaylorForecaster
 from .schedule import StepWindow
 
@@ -41,15 +41,6 @@ def final_layout(adapter: ModelAdapter, first_out: dict[str, torch.Tensor]) -> d
     if last is first or not last.joint_order:
         return {k: first_out[k] for k in last.returns}
     return {last.image_key: torch.cat([first_out[k] for k in last.joint_order], dim=1)}
-
-
-def split(out: dict[str, torch.Tensor], n: int) -> list[dict[str, torch.Tensor]]:
-    chunks = {k: v.chunk(n) for k, v in out.items()}
-    return [{k: chunks[k][i] for k in out} for i in range(n)]
-
-
-def join(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..report import RAN_FORECAST
-from ..run_context import BlockSite, RunContext
+from ..run_context import BlockSite, RunContext, join, split
 from .forecast import TaylorForecaster
 from .schedule import IntervalSchedule, StepWindow
 
@@ -85,13 +85,12 @@ class TaylorSeerState:
         self.call_full = self.decide_step(step) or not ready
 
     def store(self, out: dict[str, torch.Tensor]) -> None:
-        for key, value in out.items():
-            for stream, chunk in zip(self.call_streams, value.chunk(len(self.call_streams)), strict=True):
-                self.forecaster(stream, key).update(self.call_coord, chunk)
+        for stream, part in zip(self.call_streams, split(out, len(self.call_streams)), strict=True):
+            for key, value in part.items():
+                self.forecaster(stream, key).update(self.call_coord, value)
 
     def forecast(self, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
-        return {k: torch.cat([self.forecaster(s, k).predict(self.call_coord) for s in self.call_streams])
-                for k in keys}
+        return join([{k: self.forecaster(s, k).predict(self.call_coord) for k in keys} for s in self.call_streams])
 
 
 def new_state(config: TaylorSeerConfig, run: RunContext) -> TaylorSeerState:
