@@ -30,6 +30,9 @@ class BlockList:
     text_linear_prefixes: tuple[str, ...] = ()  # linears that see text tokens only
     vector_linear_prefixes: tuple[str, ...] = ()  # linears on the conditioning vector (one token)
     attention: tuple[str, ...] = ("self",)  # "self" (image), "joint" (text + image), "cross" (image -> text)
+    # submodules whose outputs the block adds to its stream (attention, MLP): what module-level
+    # forecasting replaces; empty where the block computes attention inline (Flux)
+    output_modules: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ WAN21 = ModelAdapter(
             returns=("img",),
             text_linear_prefixes=("cross_attn.k", "cross_attn.v"),
             attention=("self", "cross"),
+            output_modules=("self_attn", "cross_attn", "ffn"),
         ),
     ),
     hooks=frozenset({HOOK_DIFFUSION_MODEL, HOOK_BLOCK_REPLACE, HOOK_ATTENTION}),

@@ -5,6 +5,8 @@
   after; DIFFUSION_MODEL: per-call record for the report).
 - `set_block_patches` installs `patches_replace["dit"]` entries that know their own block
   index (Wan on 0.3.75 does not set `block_index`) and chain to a patch already there.
+- `set_module_wrappers` puts a `ModuleWrapper` on named submodules of every block through
+  ModelPatcher object patches (for methods that replace attention / MLP outputs).
 - `set_attention_override` installs an attention override that chains to whatever override
   was there before.
 
@@ -22,7 +24,8 @@ from comfy.model_patcher import ModelPatcher, create_model_options_clone
 from comfy.patcher_extension import WrappersMP
 
 from .adapters import ModelAdapter, adapter_for
-from .metrics import FlopCounter
+from .metrics import FlopCounter, tensor_bytes
+from .module_wrap import ModuleSlot, ModuleWrapper, unwrapped
 from .report import CallRecord, ReportHolder
 from .run_context import BlockSite, Method, RunContext, stream_labels
 
@@ -108,6 +111,7 @@ def _outer_sample_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
         raise
     finally:
         record.seconds = time.perf_counter() - start
+        record.state_bytes = tensor_bytes(ctx.states)
         guider.model_options = original_options
 
 
@@ -257,3 +261,21 @@ def set_attention_override(model: ModelPatcher, owner: str, fn: AttentionFn) -> 
     to = transformer_options(model)
     previous = _without_owner(to.get("optimized_attention_override"), owner)
     to["optimized_attention_override"] = AttentionOverride(owner, fn, previous)
+
+
+def set_module_wrappers(model: ModelPatcher, adapter: ModelAdapter, owner: str, slot: ModuleSlot) -> list[str]:
+    """Wrap each block's output modules (`BlockList.output_modules`) with object patches on the clone `model`.
+
+    Returns the wrapper keys, "<list attr>.<block>.<name>", in block order.
+    """
+    diffusion_model = model.get_model_object("diffusion_model")
+    keys = []
+    for spec in adapter.block_lists:
+        for i in range(len(getattr(diffusion_model, spec.attr, ()))):
+            for name in spec.output_modules:
+                path = f"diffusion_model.{spec.attr}.{i}.{name}"
+                inner = unwrapped(model.get_model_object(path), owner)
+                key = f"{spec.attr}.{i}.{name}"
+                model.add_object_patch(path, ModuleWrapper(owner, key, inner, slot))
+                keys.append(key)
+    return keys

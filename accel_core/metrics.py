@@ -92,3 +92,24 @@ class FlopCounter:
 
     def stack(self, n_img: int, n_txt: int, batch: int = 1) -> float:
         return batch * sum(self.per_block(n_img, n_txt))
+
+
+def tensor_bytes(obj: object, _seen: set[int] | None = None) -> int:
+    """Bytes of every distinct tensor reachable from `obj` (dataclasses, dicts, lists, tuples, sets).
+
+    Used to report what a method's per-run state holds; a tensor reached twice counts once.
+    """
+    seen = set() if _seen is None else _seen
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v, seen) for v in obj.values())
+    if isinstance(obj, list | tuple | set | frozenset):
+        return sum(tensor_bytes(v, seen) for v in obj)
+    fields = getattr(obj, "__dataclass_fields__", None)
+    if fields:
+        return sum(tensor_bytes(getattr(obj, name), seen) for name in fields)
+    return 0

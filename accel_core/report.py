@@ -17,7 +17,7 @@ KEEP_RUNS = 8
 
 # Labels for CallRecord.ran, shared by the methods and the plot colours.
 RAN_FULL = "full"
-RAN_PARTIAL = "partial"
+RAN_GATED = "gated"  # a gate ran the first block and skipped the rest
 RAN_FORECAST = "forecast"
 RAN_REUSED = "reused"
 
@@ -35,6 +35,7 @@ class CallRecord:
     ran: str = RAN_FULL
     skipped: str = ""
     seconds: float = 0.0
+    gate_error: float = float("nan")  # the skip gate's measured error on this call (gated methods)
 
     def mark_skipped(self, flops: float, what: str, ran: str) -> None:
         """A method skipped `flops` of this call's transformer work; `what` says which part."""
@@ -53,6 +54,7 @@ class StepSummary:
     flops_full: float
     flops_run: float
     seconds: float
+    gate_error: float = float("nan")
 
 
 @dataclass
@@ -63,6 +65,7 @@ class RunRecord:
     calls: list[CallRecord] = field(default_factory=list)
     seconds: float = 0.0
     status: str = "running"
+    state_bytes: int = 0  # tensors the methods' per-run state held at the end of the run
 
     def steps(self) -> list[StepSummary]:
         by_step: dict[int, list[CallRecord]] = {}
@@ -73,6 +76,7 @@ class RunRecord:
             calls = by_step[step]
             ran = Counter(c.ran for c in calls)
             skipped = sorted({c.skipped for c in calls if c.skipped})
+            errors = [c.gate_error for c in calls if c.gate_error == c.gate_error]
             out.append(StepSummary(
                 step=step,
                 sigma=calls[0].sigma,
@@ -82,6 +86,7 @@ class RunRecord:
                 flops_full=sum(c.flops_full for c in calls),
                 flops_run=sum(c.flops_run for c in calls),
                 seconds=sum(c.seconds for c in calls),
+                gate_error=max(errors) if errors else float("nan"),
             ))
         return out
 
@@ -100,13 +105,16 @@ class RunRecord:
             f"sampling {self.seconds:.2f} s, transformer {transformer_s:.2f} s",
             f"methods: {', '.join(self.methods) if self.methods else 'none (recording only)'}",
             f"transformer FLOPs run: {100.0 * self.flops_share:.1f} % of full "
-            f"({run / 1e9:.2f} / {full / 1e9:.2f} GFLOP)",
+            f"({run / 1e9:.3f} / {full / 1e9:.3f} GFLOP)",
+            f"method state held: {self.state_bytes / 2**20:.2f} MiB",
             "",
-            f"{'step':>4}  {'sigma':>8}  {'ran':<18} {'skipped':<28} {'GFLOP run/full':>16}  {'ms':>8}",
+            f"{'step':>4}  {'sigma':>8}  {'ran':<18} {'skipped':<28} {'gate err':>8}  {'GFLOP run/full':>16}  "
+            f"{'ms':>8}",
         ]
         for s in steps:
+            gate = f"{s.gate_error:.4f}" if s.gate_error == s.gate_error else "-"
             lines.append(
-                f"{s.step:>4}  {s.sigma:>8.4f}  {s.ran:<18} {s.skipped:<28} "
+                f"{s.step:>4}  {s.sigma:>8.4f}  {s.ran:<18} {s.skipped:<28} {gate:>8}  "
                 f"{s.flops_run / 1e9:>7.3f}/{s.flops_full / 1e9:<8.3f}  {1000.0 * s.seconds:>8.1f}"
             )
         return "\n".join(lines)
@@ -132,7 +140,7 @@ class ReportHolder:
         return self.runs[-1] if self.runs else None
 
 
-_COLOURS = {RAN_FULL: (70, 110, 200), RAN_PARTIAL: (240, 170, 40), RAN_FORECAST: (60, 170, 90),
+_COLOURS = {RAN_FULL: (70, 110, 200), RAN_GATED: (240, 170, 40), RAN_FORECAST: (60, 170, 90),
             RAN_REUSED: (150, 150, 150)}
 
 

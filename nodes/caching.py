@@ -8,6 +8,7 @@ from comfy_api.latest import io
 
 from ..accel_core.caching import presets
 from ..accel_core.caching.apply import apply_cg_taylor, apply_first_block_cache, apply_taylorseer
+from ..accel_core.caching.taylorseer import GRANULARITIES
 
 CATEGORY = "DiTAccel/caching"
 PRESET_TIP = ("quality / balanced / fast: settings calibrated on the embedded model (see README); "
@@ -74,9 +75,11 @@ class DiTAccelTaylorSeer(CachingNode):
                 io.Int.Input("order", default=2, min=0, max=4, optional=True,
                              tooltip="custom: Taylor order of the forecast (0 reuses the last full step)."),
                 *window_inputs(3),
-                io.Combo.Input("granularity", options=["blocks"], default="blocks", optional=True,
+                io.Combo.Input("granularity", options=list(GRANULARITIES), default="blocks", optional=True,
                                tooltip="blocks: forecast the block stack's output (memory: order + 1 "
-                                       "hidden states per cond/uncond)."),
+                                       "hidden states per cond/uncond). modules: forecast every attention "
+                                       "and MLP output, as the paper (Wan only; 3 x blocks x (order + 1) "
+                                       "hidden states). Applies to every preset."),
             ],
             outputs=[io.Model.Output(tooltip="The model with TaylorSeer attached.")],
         )

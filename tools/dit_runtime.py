@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,8 +193,12 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float, log: Path | No
 
 @contextlib.contextmanager
 def running_server(port: int | None = None, cache_none: bool = True, log: Path | None = None,
-                   extra: list[str] | None = None, timeout: float = 180.0) -> Iterator[str]:
-    """Start the prepared ComfyUI headless in the background; yield its URL; stop it afterwards."""
+                   extra: list[str] | None = None, timeout: float = 180.0,
+                   started: Callable[[subprocess.Popen], None] | None = None) -> Iterator[str]:
+    """Start the prepared ComfyUI headless in the background; yield its URL; stop it afterwards.
+
+    `started` gets the server process once it answers (the benchmarks read its memory).
+    """
     lay = prepare()
     port = port or free_port()
     if not port_free(port):
@@ -207,6 +211,8 @@ def running_server(port: int | None = None, cache_none: bool = True, log: Path |
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, proc, timeout, log)
+        if started is not None:
+            started(proc)
         yield url
     finally:
         proc.terminate()

@@ -72,6 +72,16 @@ class Settings:
     ema: float = 0.999
     shift: float = 3.0  # ModelSamplingSD3 shift the baseline graph samples with
     checkpoint_every: int = 200
+    # phase 2 (from `dit_restart`): phase 1 left shapes blobby, so it goes on at 256 px only, on
+    # fresh data (more captions, several jittered renders each), bf16 autocast (the CPU has AMX:
+    # ~1.4x per step), and a warm restart of the cosine schedule
+    dit_restart: int = 6400
+    dit_total: int = 26400
+    phase2_captions: int = 6000
+    phase2_renders: int = 2
+    phase2_lr: float = 1.5e-4
+    phase2_warmup: int = 200
+    phase2_bf16: bool = True
 
 
 S = Settings()
@@ -290,6 +300,43 @@ def stage_data() -> None:
     torch.save({"captions": captions, "emb": emb, "empty": empty, "latents": latents}, out)
 
 
+def stage_data2() -> None:
+    """Phase-2 data: 256 px latents only, for more captions than phase 1 (a new seed for the draw)."""
+    out = WORK / "data2.pt"
+    if out.exists():
+        return
+    comfy = comfy_imports()
+    clip_path = dit_runtime.layout().models / "text_encoders" / model_files.CLIP_L_FILE
+    if not clip_path.is_file():
+        model_files.make_clip_l(clip_path)
+    clip = comfy.sd.load_clip(ckpt_paths=[str(clip_path)], clip_type=comfy.sd.CLIPType.SD3)
+    train = scenes.draw_scenes(S.seed + 2, S.phase2_captions, "train")
+    captions = sorted({s.caption for s in train})
+    by_caption = {s.caption: s for s in train}
+    start = time.time()
+    emb = torch.empty(len(captions), 77, 768, dtype=torch.float16)
+    for i, cap in enumerate(captions):
+        emb[i] = clip.encode_from_tokens(clip.tokenize(cap))[0, :, :768].half()
+        if i % 500 == 0:
+            print(f"[data2] embedded {i}/{len(captions)} captions ({time.time() - start:.0f} s)", flush=True)
+    empty = clip.encode_from_tokens(clip.tokenize(""))[0, :, :768].half()
+    vae = load_folded_vae(comfy)
+    fmt = comfy.latent_formats.Wan21()
+    rng = random.Random(S.seed + 8)
+    items = [(ci, by_caption[c]) for _ in range(S.phase2_renders) for ci, c in enumerate(captions)]
+    zs, idx = [], []
+    for j in range(0, len(items), 16):
+        chunk = items[j:j + 16]
+        with torch.no_grad():
+            x = images_to_tensor([scenes.render(s, S.dit_res_high, rng) for _, s in chunk])
+            zs.append(fmt.process_in(vae_encode_stats(comfy, vae, x)[0]).half())
+        idx += [ci for ci, _ in chunk]
+        if j % 1600 == 0:
+            print(f"[data2] latents {j}/{len(items)} ({time.time() - start:.0f} s)", flush=True)
+    latents = {S.dit_res_high: (torch.cat(zs), torch.tensor(idx))}
+    torch.save({"captions": captions, "emb": emb, "empty": empty, "latents": latents}, out)
+
+
 # --------------------------------------------------------------------------------------------- DiT
 def build_dit(comfy) -> torch.nn.Module:
     return comfy.ldm.wan.model.WanModel(model_type="t2v", patch_size=(1, 2, 2), in_dim=16, dim=S.dim,
@@ -303,9 +350,20 @@ def sample_sigmas(n: int, gen: torch.Generator) -> torch.Tensor:
     return S.shift * u / (1 + (S.shift - 1) * u)
 
 
+def learning_rate(step: int) -> float:
+    if step < S.dit_restart:
+        lr = S.dit_lr * min(1.0, (step + 1) / S.dit_warmup)
+        return lr * (0.5 * (1 + math.cos(math.pi * min(1.0, step / S.dit_steps))) * 0.9 + 0.1)
+    k = step - S.dit_restart
+    lr = S.phase2_lr * min(1.0, (k + 1) / S.phase2_warmup)
+    return lr * (0.5 * (1 + math.cos(math.pi * min(1.0, k / (S.dit_total - S.dit_restart)))) * 0.9 + 0.1)
+
+
 def stage_dit(max_seconds: float, init_from: Path | None = None) -> None:
     comfy = comfy_imports()
     data = torch.load(WORK / "data.pt", weights_only=False)
+    if (WORK / "data2.pt").exists():
+        data2 = torch.load(WORK / "data2.pt", weights_only=False)
     torch.manual_seed(S.seed)
     model = build_dit(comfy)
     init_module(model)
@@ -329,13 +387,17 @@ def stage_dit(max_seconds: float, init_from: Path | None = None) -> None:
         opt.load_state_dict(state["opt"])
         step = state["step"]
         gen.set_state(state["gen"])
-    emb, empty = data["emb"], data["empty"]
     start = time.time()
     model.train()
-    while step < S.dit_steps and time.time() - start < max_seconds:
+    while step < S.dit_total and time.time() - start < max_seconds:
+        phase2 = step >= S.dit_restart
+        if phase2 and not (WORK / "data2.pt").exists():
+            raise SystemExit("phase 2 needs .train/data2.pt: run --stage data2 first")
+        src = data2 if phase2 else data
+        emb, empty = src["emb"], src["empty"]
         res = S.dit_res_high if step >= S.dit_high_from else S.dit_res_low
         batch = S.dit_batch_high if res == S.dit_res_high else S.dit_batch_low
-        z_all, cap_idx = data["latents"][res]
+        z_all, cap_idx = src["latents"][res]
         pick = torch.randint(len(z_all), (batch,), generator=gen)
         x0 = z_all[pick].float()
         ctx = emb[cap_idx[pick]].float()
@@ -346,10 +408,10 @@ def stage_dit(max_seconds: float, init_from: Path | None = None) -> None:
         noise = torch.randn(x0.shape, generator=gen)
         s = sigma.view(-1, 1, 1, 1, 1)
         xt = (1 - s) * x0 + s * noise
-        out = model(xt, sigma * 1000.0, ctx)
-        loss = ((out - (noise - x0)) ** 2).mean()
-        lr = S.dit_lr * min(1.0, (step + 1) / S.dit_warmup)
-        lr *= 0.5 * (1 + math.cos(math.pi * min(1.0, step / S.dit_steps))) * 0.9 + 0.1
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=phase2 and S.phase2_bf16):
+            out = model(xt, sigma * 1000.0, ctx)
+        loss = ((out.float() - (noise - x0)) ** 2).mean()
+        lr = learning_rate(step)
         optimizer_step(opt, model, loss, lr)
         step += 1
         with torch.no_grad():
@@ -380,7 +442,7 @@ def stage_export() -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stage", default="all", choices=["vae", "data", "dit", "export", "all"])
+    parser.add_argument("--stage", default="all", choices=["vae", "data", "data2", "dit", "export", "all"])
     parser.add_argument("--max-minutes", type=float, default=600.0, help="stop (with a checkpoint) after this")
     parser.add_argument("--dit-init", type=Path, default=None,
                         help="start the DiT from these weights when .train/ holds no DiT checkpoint")
@@ -392,6 +454,8 @@ def main() -> int:
         stage_vae(deadline - time.time())
     if args.stage in ("data", "all") and (WORK / "vae_folded.pt").exists():
         stage_data()
+    if args.stage in ("data2", "all") and (WORK / "vae_folded.pt").exists():
+        stage_data2()
     if args.stage in ("dit", "all") and (WORK / "data.pt").exists():
         stage_dit(deadline - time.time(), args.dit_init)
     if args.stage in ("export", "all") and (WORK / "dit.ckpt").exists():

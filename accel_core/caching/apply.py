@@ -6,8 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..adapters import HOOK_BLOCK_REPLACE, HOOK_DIFFUSION_MODEL
-from ..comfy_patch import attach, set_block_patches
+from ..adapters import HOOK_BLOCK_REPLACE, HOOK_DIFFUSION_MODEL, UnsupportedModelError
+from ..comfy_patch import attach, set_block_patches, set_module_wrappers
+from ..module_wrap import ModuleSlot
 from ..run_context import RunContext
 from . import first_block, taylorseer
 
@@ -37,16 +38,29 @@ def _apply(model: Any, method: ConfiguredMethod, hook: Callable, node: str) -> A
 
 
 def apply_taylorseer(model: Any, config: taylorseer.TaylorSeerConfig) -> Any:
+    node = "DiTAccelTaylorSeer"
     method = ConfiguredMethod(taylorseer.KEY, config, taylorseer.new_state)
-    return _apply(model, method, taylorseer.block_hook(config), "DiTAccelTaylorSeer")
+    if config.granularity == "blocks":
+        return _apply(model, method, taylorseer.block_hook(config), node)
+    m, adapter = attach(model, method, NEEDS, name=node)
+    if not all(spec.output_modules for spec in adapter.block_lists):
+        raise UnsupportedModelError(
+            f"{node}: granularity 'modules' needs blocks that call attention and MLP as submodules (Wan 2.x); "
+            f"{adapter.display_name} computes attention inside its blocks. Use granularity 'blocks'.")
+    slot = ModuleSlot()
+    keys = tuple(set_module_wrappers(m, adapter, taylorseer.KEY, slot))
+    set_block_patches(m, adapter, taylorseer.KEY, taylorseer.block_hook(config, slot, keys))
+    return m
 
 
 def _fbcache_state(config: first_block.FirstBlockCacheConfig, run: RunContext) -> first_block.FirstBlockCacheState:
+    config = config.at_steps(run.total_steps)
     return first_block.FirstBlockCacheState(window=config.window, max_skips=config.max_skips,
                                             total_steps=run.total_steps, threshold=config.threshold)
 
 
 def _cgtaylor_state(config: first_block.CGTaylorConfig, run: RunContext) -> first_block.CGTaylorState:
+    config = config.at_steps(run.total_steps)
     return first_block.CGTaylorState(window=config.window, max_skips=config.max_skips, total_steps=run.total_steps,
                                      threshold=config.threshold, order=config.order,
                                      first_block_order=config.first_block_order)

@@ -15,15 +15,16 @@ a call skip together; a stream seen for the first time forces a full call).
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Self
 
 import torch
 
 from ..adapters import ModelAdapter
-from ..report import RAN_PARTIAL
+from ..report import RAN_GATED
 from ..run_context import BlockSite, RunContext, join, split
 from .forecast import TaylorForecaster
-from .schedule import StepWindow
+from .schedule import StepWindow, scaled
 
 FBCACHE_KEY = "ditaccel.first_block_cache"
 CGTAYLOR_KEY = "ditaccel.cg_taylor"
@@ -52,6 +53,7 @@ class GateConfig:
     warmup_steps: int = 2
     start_percent: float = 0.0
     end_percent: float = 1.0
+    reference_steps: int = 0  # presets: max_skips and warm-up are given for this many steps and scaled
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 2.0:
@@ -64,12 +66,21 @@ class GateConfig:
     def window(self) -> StepWindow:
         return StepWindow(self.warmup_steps, self.start_percent, self.end_percent)
 
+    def scale_tag(self) -> str:
+        return f", scaled from {self.reference_steps} steps" if self.reference_steps else ""
+
+    def at_steps(self, total_steps: int) -> Self:
+        """The config a run of `total_steps` uses (presets scale max_skips and warm-up with the steps)."""
+        return replace(self, max_skips=scaled(self.max_skips, total_steps, self.reference_steps),
+                       warmup_steps=scaled(self.warmup_steps, total_steps, self.reference_steps),
+                       reference_steps=0)
+
 
 @dataclass(frozen=True)
 class FirstBlockCacheConfig(GateConfig):
     def tag(self) -> str:
         return (f"FirstBlockCache(threshold={self.threshold:g}, max_skips={self.max_skips}, "
-                f"warmup={self.warmup_steps}, {self.start_percent:g}-{self.end_percent:g})")
+                f"warmup={self.warmup_steps}, {self.start_percent:g}-{self.end_percent:g}{self.scale_tag()})")
 
 
 @dataclass(frozen=True)
@@ -87,7 +98,7 @@ class CGTaylorConfig(GateConfig):
 
     def tag(self) -> str:
         return (f"CGTaylor(threshold={self.threshold:g}, order={self.order}, first_block_order="
-                f"{self.first_block_order}, max_skips={self.max_skips}, warmup={self.warmup_steps})")
+                f"{self.first_block_order}, max_skips={self.max_skips}, warmup={self.warmup_steps}{self.scale_tag()})")
 
 
 @dataclass
@@ -97,7 +108,8 @@ class GatedState:
     window: StepWindow
     max_skips: int
     total_steps: int
-    skips_in_a_row: int = 0
+    skips_in_a_row: int = 0  # skipped sampler steps in a row (a step may call the model twice)
+    last_skipped_step: int | None = None
     streams: list[Hashable] = field(default_factory=list)
     coord: float = 0.0
     skip: bool = False
@@ -105,7 +117,16 @@ class GatedState:
     last_error: float = float("nan")
 
     def allowed(self, step: int) -> bool:
-        return not self.window.forced_full(step, self.total_steps) and self.skips_in_a_row < self.max_skips
+        if self.window.forced_full(step, self.total_steps):
+            return False
+        return step == self.last_skipped_step or self.skips_in_a_row < self.max_skips
+
+    def count(self, step: int, skipped: bool) -> None:
+        if not skipped:
+            self.skips_in_a_row, self.last_skipped_step = 0, None
+        elif step != self.last_skipped_step:
+            self.skips_in_a_row += 1
+            self.last_skipped_step = step
 
 
 @dataclass
@@ -173,7 +194,7 @@ def _mark_rest_skipped(ctx: RunContext) -> None:
     if call is None:
         return
     per_block = ctx.flops.per_block(call.image_tokens, call.text_tokens)
-    call.mark_skipped(call.batch * sum(per_block[1:]), f"blocks 1-{len(per_block) - 1}", RAN_PARTIAL)
+    call.mark_skipped(call.batch * sum(per_block[1:]), f"blocks 1-{len(per_block) - 1}", RAN_GATED)
 
 
 def gated_block_hook(key: str) -> BlockHook:
@@ -188,10 +209,13 @@ def gated_block_hook(key: str) -> BlockHook:
             state.streams = list(to.get("uuids") or [None])
             state.coord = float(to["sigmas"][0])
             out = call_block(args)
+            state.last_error = float("nan")
             image_key = site.spec.image_key
             state.first_out = final_layout(ctx.adapter, out)
             state.skip = state.gate(ctx.step, args[image_key], out[image_key]) and not site.last
-            state.skips_in_a_row = state.skips_in_a_row + 1 if state.skip else 0
+            if ctx.current_call is not None:
+                ctx.current_call.gate_error = state.last_error
+            state.count(ctx.step, state.skip)
             if state.skip:
                 _mark_rest_skipped(ctx)
             elif site.last:

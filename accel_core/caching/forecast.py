@@ -12,6 +12,9 @@ State table for order 2, full steps at 0, 2, 4 (D_j = f[x_n, ..., x_{n-j}]):
     update(2, b):  nodes [2, 0]     D = [b, (b - a) / 2]
     update(4, c):  nodes [4, 2, 0]  D = [c, (c - b) / 2, ((c - b) / 2 - (b - a) / 2) / 4]
     predict(5) = D0 + D1 (5 - 4) + D2 (5 - 4)(5 - 2)
+
+A value at the newest node's coordinate again (Heun and DPM++ 2S end one step where the next
+begins) replaces that node: the table is first taken back to the nodes before it.
 """
 
 from __future__ import annotations
@@ -36,11 +39,19 @@ class TaylorForecaster:
         return bool(self.diffs)
 
     def update(self, step: float, value: torch.Tensor) -> None:
+        if self.nodes and abs(float(step) - self.nodes[0]) <= 1e-9 * max(1.0, abs(self.nodes[0])):
+            self._drop_newest()
         nodes = [float(step), *self.nodes][: self.order + 1]
         new = [value]
         for j in range(1, len(nodes)):
             new.append((new[j - 1] - self.diffs[j - 1]) / (nodes[0] - nodes[j]))
         self.nodes, self.diffs = nodes, new
+
+    def _drop_newest(self) -> None:
+        """D_j = (D_{j-1} - E_{j-1}) / (x_n - x_{n-j}) solved for the older table E."""
+        x, d = self.nodes, self.diffs
+        self.diffs = [d[j] - d[j + 1] * (x[0] - x[j + 1]) for j in range(len(d) - 1)]
+        self.nodes = x[1:]
 
     def predict(self, step: float) -> torch.Tensor:
         if not self.diffs:

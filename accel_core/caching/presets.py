@@ -6,6 +6,7 @@ benchmark (issue 4) sets them and the README will carry its table.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from .first_block import CGTaylorConfig, FirstBlockCacheConfig
@@ -30,12 +31,17 @@ FIRST_BLOCK_CACHE = {
 }
 
 
+# inputs that apply whatever the preset (they choose how, not how much)
+ALWAYS_APPLIED = ("granularity",)
+
+
 def _pick(table: dict[str, Any], cls: type, preset: str, custom: dict[str, Any]) -> Any:
     if preset == "custom":
         return cls(**{k: v for k, v in custom.items() if v is not None})
     if preset not in table:
         raise ValueError(f"preset must be one of {', '.join(PRESET_NAMES)}, got {preset!r}")
-    return table[preset]
+    extra = {k: custom[k] for k in ALWAYS_APPLIED if custom.get(k) is not None and k in cls.__dataclass_fields__}
+    return replace(table[preset], **extra)
 
 
 def taylorseer(preset: str, custom: dict[str, Any]) -> TaylorSeerConfig:

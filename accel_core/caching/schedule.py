@@ -55,3 +55,14 @@ class IntervalSchedule:
             if self.is_full(step, total_steps, out[-1] if out else None):
                 out.append(step)
         return out
+
+
+def scaled(value: int, total_steps: int, reference_steps: int, minimum: int = 0) -> int:
+    """A step count given for `reference_steps` steps, for a run of `total_steps` (0: not scaled).
+
+    The presets are set at 28 steps; at 50 steps consecutive features are closer, so the same
+    share of the run can be skipped with longer intervals.
+    """
+    if reference_steps <= 0:
+        return value
+    return max(minimum, round(value * total_steps / reference_steps))

@@ -3,25 +3,30 @@
 Granularity `blocks` forecasts the output of the last block (the hidden state the model's head
 reads), so a forecast step runs no transformer block at all and the head still applies the
 current step's modulation. The memory cost is (order + 1) copies of that hidden state per
-cond/uncond entry. Forecasts are polynomials in sigma (the model's own time input), so samplers
-that evaluate the model at several sigmas per step (Heun, DPM++ 2S) forecast each evaluation
-where it lies.
+cond/uncond entry. Granularity `modules` forecasts, as the paper does, the output of every
+attention, cross-attention and MLP module of every block (families whose blocks call them as
+submodules: Wan); the blocks' residual adds, norms and per-step modulation still run, for
+3 x blocks x (order + 1) hidden states per cond/uncond entry.
+
+Forecasts are polynomials in sigma (the model's own time input), so samplers that evaluate the
+model at several sigmas per step (Heun, DPM++ 2S) forecast each evaluation where it lies.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
+from ..module_wrap import ModuleSlot
 from ..report import RAN_FORECAST
 from ..run_context import BlockSite, RunContext, join, split
 from .forecast import TaylorForecaster
-from .schedule import IntervalSchedule, StepWindow
+from .schedule import IntervalSchedule, StepWindow, scaled
 
 KEY = "ditaccel.taylorseer"
-GRANULARITIES = ("blocks",)
+GRANULARITIES = ("blocks", "modules")
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class TaylorSeerConfig:
     start_percent: float = 0.0
     end_percent: float = 1.0
     granularity: str = "blocks"
+    reference_steps: int = 0  # presets: interval and warm-up are given for this many steps and scaled
 
     def __post_init__(self) -> None:
         if not 1 <= self.interval <= 50:
@@ -46,9 +52,16 @@ class TaylorSeerConfig:
     def schedule(self) -> IntervalSchedule:
         return IntervalSchedule(self.interval, StepWindow(self.warmup_steps, self.start_percent, self.end_percent))
 
+    def at_steps(self, total_steps: int) -> TaylorSeerConfig:
+        """The config a run of `total_steps` uses (presets scale interval and warm-up with the steps)."""
+        return replace(self, interval=scaled(self.interval, total_steps, self.reference_steps, 1),
+                       warmup_steps=scaled(self.warmup_steps, total_steps, self.reference_steps),
+                       reference_steps=0)
+
     def tag(self) -> str:
+        scale = f", scaled from {self.reference_steps} steps" if self.reference_steps else ""
         return (f"TaylorSeer(interval={self.interval}, order={self.order}, warmup={self.warmup_steps}, "
-                f"{self.start_percent:g}-{self.end_percent:g}, {self.granularity})")
+                f"{self.start_percent:g}-{self.end_percent:g}, {self.granularity}{scale})")
 
 
 @dataclass
@@ -92,16 +105,33 @@ class TaylorSeerState:
     def forecast(self, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
         return join([{k: self.forecaster(s, k).predict(self.call_coord) for k in keys} for s in self.call_streams])
 
+    # granularity "modules": the wrapped modules ask these
+    def module_output(self, key: str) -> torch.Tensor | None:
+        if self.call_full:
+            return None
+        return torch.cat([self.forecaster(s, key).predict(self.call_coord) for s in self.call_streams])
+
+    def module_computed(self, key: str, out: torch.Tensor) -> None:
+        if self.call_full:
+            for stream, part in zip(self.call_streams, out.chunk(len(self.call_streams)), strict=True):
+                self.forecaster(stream, key).update(self.call_coord, part)
+
 
 def new_state(config: TaylorSeerConfig, run: RunContext) -> TaylorSeerState:
+    config = config.at_steps(run.total_steps)
     return TaylorSeerState(config.schedule, run.total_steps, config.order)
 
 
 BlockHook = Callable[[dict, Callable[[dict], dict], BlockSite, "RunContext | None"], dict]
 
 
-def block_hook(config: TaylorSeerConfig) -> BlockHook:
-    """The block-replace function: decide at the first block, skip the stack or store its output."""
+def block_hook(config: TaylorSeerConfig, slot: ModuleSlot | None = None,
+               module_keys: tuple[str, ...] = ()) -> BlockHook:
+    """The block-replace function: decide at the first block, then per granularity
+
+    blocks:  skip the stack (forecast the last block's output) or run it and store that output;
+    modules: run every block, its wrapped modules (through `slot`) forecasting or storing.
+    """
 
     def hook(args: dict, call_block: Callable[[dict], dict], site: BlockSite, ctx: RunContext | None) -> dict:
         if ctx is None:
@@ -111,9 +141,17 @@ def block_hook(config: TaylorSeerConfig) -> BlockHook:
         if site.flat_index == 0:
             to = args["transformer_options"]
             uuids = list(to.get("uuids") or [None])
-            state.begin_call(ctx.step, uuids, float(to["sigmas"][0]), ctx.adapter.block_lists[-1].returns)
+            keys = module_keys or ctx.adapter.block_lists[-1].returns
+            state.begin_call(ctx.step, uuids, float(to["sigmas"][0]), keys)
             if not state.call_full and ctx.current_call is not None:
-                ctx.current_call.mark_skipped(ctx.current_call.flops_full, "all blocks", RAN_FORECAST)
+                what = "attention + MLP of all blocks" if slot is not None else "all blocks"
+                ctx.current_call.mark_skipped(ctx.current_call.flops_full, what, RAN_FORECAST)
+        if slot is not None:
+            slot.decide, slot.seen = state.module_output, state.module_computed
+            try:
+                return call_block(args)
+            finally:
+                slot.clear()
         if state.call_full:
             out = call_block(args)
             if site.last:

@@ -46,7 +46,7 @@ def test_node_runs_skips_work_and_leaves_nothing_behind(client, baseline_prompt,
     assert image.shape == base.shape and np.isfinite(image).all()
     text = result.node_output("50")["text"][0]
     rows = [line.split() for line in text.splitlines() if line[:4].strip().isdigit()]
-    assert len(rows) == STEPS and any(r[2] in ("forecast", "partial") for r in rows), text
+    assert len(rows) == STEPS and any(r[2] in ("forecast", "gated") for r in rows), text
     # the same graph without the node (what bypassing it submits) is the fresh baseline, bit for bit
     assert np.array_equal(run_image(client, set_steps(copy.deepcopy(baseline_prompt), STEPS)), base)
 

@@ -50,3 +50,13 @@ def test_flux_is_detected_and_patched_without_changing_the_output(flux):
     record = report_holder(m).latest
     assert [s.step for s in record.steps()] == [0, 1]
     assert record.calls[0].flops_full > 0
+
+
+def test_module_granularity_is_refused_on_flux_naming_what_works(flux):
+    from comfyui_ditaccel.accel_core.adapters import UnsupportedModelError
+    from comfyui_ditaccel.accel_core.caching.apply import apply_taylorseer
+    from comfyui_ditaccel.accel_core.caching.taylorseer import TaylorSeerConfig
+
+    with pytest.raises(UnsupportedModelError, match=r"granularity 'modules'.*Wan.*Use granularity 'blocks'"):
+        apply_taylorseer(flux, TaylorSeerConfig(granularity="modules"))
+    apply_taylorseer(flux, TaylorSeerConfig(granularity="blocks"))

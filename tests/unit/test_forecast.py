@@ -45,3 +45,20 @@ def test_predict_at_the_last_node_returns_its_value_and_order_is_checked():
     assert torch.equal(f.predict(3), v)
     with pytest.raises(ValueError, match="order must be >= 0"):
         TaylorForecaster(-1)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_a_repeated_node_replaces_the_newest_value(order):
+    g = torch.Generator().manual_seed(10 + order)
+    coeffs = torch.randn(order + 1, 4, generator=g, dtype=torch.float64)
+
+    def poly(t: float) -> torch.Tensor:
+        return sum(c * t**i for i, c in enumerate(coeffs))
+
+    f = TaylorForecaster(order)
+    for t in (0.0, 0.5, 1.0, 1.5, 2.0):
+        f.update(t, poly(t) + 100.0 if t == 2.0 else poly(t))  # a wrong value at 2.0 first ...
+    f.update(2.0, poly(2.0))  # ... then the right one at the same node (Heun's step boundary)
+    assert f.nodes[0] == 2.0 and len(f.diffs) == order + 1
+    torch.testing.assert_close(f.predict(3.0), poly(3.0), rtol=1e-9, atol=1e-9)
+    assert torch.isfinite(f.predict(3.0)).all()

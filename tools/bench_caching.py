@@ -1,0 +1,320 @@
+"""Benchmark the caching nodes against the baseline and ComfyUI's EasyCache / LazyCache.
+
+    .venv/bin/python tools/bench_caching.py [--steps 28] [--cases 4] [--reps 3] [--out out/bench_caching]
+    .venv/bin/python tools/bench_caching.py --sweep          # the grid the presets were picked from
+
+One ComfyUI server (loaders and text encoders cached, as in normal use), the baseline graph of
+the embedded model, runs alternated: baseline, then every configuration, then the baseline
+again, and so on for `--reps` rounds, on held-out captions and seeds that the presets were not
+tuned on (`--split tune` gives the tuning set). For every configuration it prints:
+
+  speed-up   median baseline prompt time / median prompt time (ComfyUI's own execution_start ->
+             execution_success timestamps: the whole prompt, sampler + decode + save)
+  FLOPs      transformer FLOPs run, as a share of the baseline's (DiTAccelRecord / -Report)
+  PSNR/SSIM  of the saved image against the baseline image of the same caption and seed
+  state MiB  tensors the method's per-run state held (DiTAccelReport)
+  peak MiB   the server's peak resident memory during the prompt, minus the baseline's
+  control    PSNR of the fair control: plain sampling with as many full model evaluations
+             (fewer steps) as the configuration ran, against the full-step baseline
+
+Writes OUT/table.md, OUT/results.json and OUT/speed_vs_psnr.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import re
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import dit_runtime
+import scenes
+from comfy_client import ComfyClient, ComfyError, decode_png
+
+from accel_core.metrics import psnr, ssim
+
+BASELINE = dit_runtime.REPO / "workflows" / "api" / "baseline.json"
+POSITIVE, SAMPLER, SAVE, SHIFT = "3", "6", "9", "10"
+ACCEL, RECORD, REPORT = "40", "41", "50"
+SPLITS = {"tune": (31, 500), "measure": (4242, 9000)}  # (caption draw seed, first sampler seed)
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    group: str  # baseline | ours | peer
+    node: str | None = None
+    inputs: dict = field(default_factory=dict)
+
+
+def configs(sweep: bool) -> list[Config]:
+    out = [Config("baseline", "baseline")]
+    if sweep:
+        for interval in (2, 3, 4, 5, 6):
+            for order in (1, 2):
+                out.append(Config(f"TaylorSeer i{interval} o{order}", "ours", "DiTAccelTaylorSeer",
+                                  {"preset": "custom", "interval": interval, "order": order, "warmup_steps": 2}))
+        for thr in (0.05, 0.1, 0.2, 0.3, 0.5):
+            out.append(Config(f"CGTaylor t{thr:g}", "ours", "DiTAccelCGTaylor",
+                              {"preset": "custom", "threshold": thr, "max_skips": 6, "warmup_steps": 2}))
+            out.append(Config(f"FBCache t{thr:g}", "ours", "DiTAccelFirstBlockCache",
+                              {"preset": "custom", "threshold": thr, "max_skips": 6, "warmup_steps": 2}))
+        return out
+    for preset in ("quality", "balanced", "fast"):
+        out.append(Config(f"TaylorSeer {preset}", "ours", "DiTAccelTaylorSeer", {"preset": preset}))
+    out.append(Config("TaylorSeer balanced, modules", "ours", "DiTAccelTaylorSeer",
+                      {"preset": "balanced", "granularity": "modules"}))
+    for preset in ("quality", "balanced", "fast"):
+        out.append(Config(f"CGTaylor {preset}", "ours", "DiTAccelCGTaylor", {"preset": preset}))
+    for preset in ("quality", "balanced", "fast"):
+        out.append(Config(f"FirstBlockCache {preset}", "ours", "DiTAccelFirstBlockCache", {"preset": preset}))
+    for peer in ("EasyCache", "LazyCache"):
+        for thr in (0.05, 0.1, 0.2):
+            out.append(Config(f"{peer} {thr:g}", "peer", peer,
+                              {"reuse_threshold": thr, "start_percent": 0.15, "end_percent": 0.95, "verbose": False}))
+    return out
+
+
+def build_prompt(base: dict, config: Config, caption: str, seed: int, steps: int) -> dict:
+    """Loader -> shift -> [method] -> DiTAccelRecord -> KSampler, plus DiTAccelReport.
+
+    The recorder sits after the method so a peer's skipped calls never reach it: the FLOPs it
+    records are the FLOPs that ran.
+    """
+    p = copy.deepcopy(base)
+    p[POSITIVE]["inputs"]["text"] = caption
+    p[SAMPLER]["inputs"]["seed"] = seed
+    p[SAMPLER]["inputs"]["steps"] = steps
+    model = [SHIFT, 0]
+    if config.node is not None:
+        p[ACCEL] = {"class_type": config.node, "inputs": {"model": model, **config.inputs}}
+        model = [ACCEL, 0]
+    p[RECORD] = {"class_type": "DiTAccelRecord", "inputs": {"model": model}}
+    p[SAMPLER]["inputs"]["model"] = [RECORD, 0]
+    p[REPORT] = {"class_type": "DiTAccelReport", "inputs": {"model": [RECORD, 0], "latent": [SAMPLER, 0]}}
+    return p
+
+
+class Memory:
+    """Peak resident memory of the server process per prompt (Linux: clear_refs resets VmHWM)."""
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+
+    def reset(self) -> None:
+        if self.pid is not None:
+            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+
+    def peak_mib(self) -> float:
+        if self.pid is None:
+            return float("nan")
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+
+@dataclass
+class Run:
+    seconds: float
+    gflop_run: float
+    state_mib: float
+    peak_mib: float
+    image: np.ndarray
+
+
+def run_once(client: ComfyClient, memory: Memory, prompt: dict) -> Run:
+    memory.reset()
+    result = client.run(prompt)
+    cached = [n for e in result.events if e.get("type") == "execution_cached" for n in e["data"].get("nodes", [])]
+    if SAMPLER in cached:
+        raise ComfyError("the sampler was served from ComfyUI's cache: consecutive prompts must differ")
+    stamps = {e["type"]: e["data"].get("timestamp") for e in result.events}
+    if stamps.get("execution_start") and stamps.get("execution_success"):
+        seconds = (stamps["execution_success"] - stamps["execution_start"]) / 1000.0
+    else:
+        seconds = result.seconds
+    text = result.node_output(REPORT)["text"][0]
+    run = float(re.search(r"\(([\d.]+) / [\d.]+ GFLOP\)", text).group(1))
+    state = float(re.search(r"method state held: ([\d.]+) MiB", text).group(1))
+    return Run(seconds, run, state, memory.peak_mib(), decode_png(result.images[0]))
+
+
+def image_scores(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    return psnr(ta, tb), ssim(ta, tb)
+
+
+@dataclass
+class Row:
+    name: str
+    group: str
+    speedup: float
+    flops_share: float
+    psnr: float
+    ssim: float
+    state_mib: float
+    extra_peak_mib: float
+    full_evals: int = 0
+    control_psnr: float = float("nan")
+
+
+def cases(split: str, n: int) -> list[tuple[str, int]]:
+    cap_seed, first = SPLITS[split]
+    other = {s.caption for s in scenes.draw_scenes(SPLITS["tune" if split == "measure" else "measure"][0], 64,
+                                                   "held_out")}
+    picked = [s.caption for s in scenes.draw_scenes(cap_seed, 4 * n, "held_out") if s.caption not in other]
+    return [(c, first + i) for i, c in enumerate(picked[:n])]
+
+
+def benchmark(client: ComfyClient, memory: Memory, cfgs: list[Config], steps: int, n_cases: int, reps: int,
+              split: str, controls: bool) -> list[Row]:
+    base = json.loads(BASELINE.read_text())
+    runs: dict[str, list[list[Run]]] = {c.name: [] for c in cfgs}
+    case_list = cases(split, n_cases)
+    client.run(build_prompt(base, cfgs[0], case_list[0][0], 1, steps))  # warm-up: load and cache the models
+    for ci, (caption, seed) in enumerate(case_list):
+        for c in cfgs:
+            runs[c.name].append([])
+        for _ in range(reps):
+            for c in cfgs:
+                runs[c.name][ci].append(run_once(client, memory, build_prompt(base, c, caption, seed, steps)))
+        print(f"[bench] case {ci + 1}/{len(case_list)} done ({caption!r}, seed {seed})", flush=True)
+    base_runs = runs["baseline"]
+    base_time = sum(statistics.median(r.seconds for r in case) for case in base_runs)
+    base_gflop = statistics.median(r.gflop_run for case in base_runs for r in case)
+    base_peak = statistics.median(r.peak_mib for case in base_runs for r in case)
+    rows = []
+    for c in cfgs:
+        case_runs = runs[c.name]
+        t = sum(statistics.median(r.seconds for r in case) for case in case_runs)
+        scores = [image_scores(case[0].image, base_case[0].image) for case, base_case in zip(case_runs, base_runs,
+                                                                                               strict=True)]
+        finite = [s[0] for s in scores if np.isfinite(s[0])]
+        share = statistics.median(r.gflop_run for case in case_runs for r in case) / base_gflop
+        rows.append(Row(
+            name=c.name, group=c.group, speedup=base_time / t, flops_share=share,
+            psnr=statistics.mean(finite) if finite else float("inf"), ssim=statistics.mean(s[1] for s in scores),
+            state_mib=statistics.median(r.state_mib for case in case_runs for r in case),
+            extra_peak_mib=statistics.median(r.peak_mib for case in case_runs for r in case) - base_peak,
+            full_evals=max(1, round(share * steps)),
+        ))
+    if controls:
+        for row in rows:
+            if row.group != "ours":
+                continue
+            vals = []
+            for (caption, seed), base_case in zip(case_list, base_runs, strict=True):
+                r = run_once(client, memory, build_prompt(base, cfgs[0], caption, seed, row.full_evals))
+                vals.append(image_scores(r.image, base_case[0].image)[0])
+            row.control_psnr = statistics.mean(vals)
+    return rows
+
+
+def table(rows: list[Row], steps: int) -> str:
+    lines = [f"| {steps} steps | speed-up | FLOPs run | PSNR dB | SSIM | fair control PSNR dB (full evals) "
+             f"| state MiB | extra peak MiB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        control = f"{r.control_psnr:.1f} ({r.full_evals})" if np.isfinite(r.control_psnr) else "-"
+        lines.append(f"| {r.name} | {r.speedup:.2f}x | {100 * r.flops_share:.0f} % | {r.psnr:.1f} | {r.ssim:.3f} | "
+                     f"{control} | {r.state_mib:.2f} | {r.extra_peak_mib:+.0f} |")
+    return "\n".join(lines)
+
+
+def checks(rows: list[Row]) -> list[str]:
+    """The frontier and fair-control comparisons, in words."""
+    ours = [r for r in rows if r.group == "ours"]
+    out = []
+    for r in ours:
+        if np.isfinite(r.control_psnr):
+            verdict = "beats" if r.psnr > r.control_psnr else "does NOT beat"
+            out.append(f"{r.name}: {r.psnr:.1f} dB {verdict} its fair control ({r.full_evals} steps, "
+                       f"{r.control_psnr:.1f} dB)")
+    for peer in (r for r in rows if r.group == "peer"):
+        better = [o for o in ours if o.psnr >= peer.psnr and o.speedup > peer.speedup]
+        verdict = f"dominated by {better[0].name}" if better else "NOT dominated by any of ours"
+        out.append(f"{peer.name} ({peer.speedup:.2f}x, {peer.psnr:.1f} dB): {verdict}")
+    return out
+
+
+def plot(rows: list[Row], path: Path, steps: int) -> None:
+    w, h, left, right, top, bottom = 860, 520, 70, 840, 40, 460
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    pts = [r for r in rows if r.group != "baseline" and np.isfinite(r.psnr)]
+    lo_p, hi_p = min(r.psnr for r in pts) - 2, max(r.psnr for r in pts) + 2
+    hi_s = max(r.speedup for r in pts) * 1.1
+
+    def xy(r: Row) -> tuple[float, float]:
+        return (left + (r.psnr - lo_p) / (hi_p - lo_p) * (right - left),
+                bottom - (r.speedup - 1.0) / (hi_s - 1.0) * (bottom - top) if hi_s > 1 else bottom)
+
+    d.rectangle([left, top, right, bottom], outline="black")
+    d.text((left, 12), f"speed-up vs PSNR against the {steps}-step baseline (embedded model, CPU)", fill="black")
+    d.text((left + 300, bottom + 24), "PSNR (dB)", fill="black")
+    d.text((6, top), f"{hi_s:.1f}x", fill="black")
+    d.text((6, bottom - 10), "1.0x", fill="black")
+    d.text((left, bottom + 6), f"{lo_p:.0f}", fill="black")
+    d.text((right - 20, bottom + 6), f"{hi_p:.0f}", fill="black")
+    colours = {"TaylorSeer": (40, 120, 220), "CGTaylor": (30, 160, 80), "FirstBlockCache": (150, 90, 200),
+               "EasyCache": (220, 80, 40), "LazyCache": (200, 160, 20)}
+    for name, colour in colours.items():
+        group = sorted((r for r in pts if r.name.startswith(name)), key=lambda r: r.psnr)
+        coords = [xy(r) for r in group]
+        if len(coords) > 1:
+            d.line(coords, fill=colour, width=2)
+        for (x, y), r in zip(coords, group, strict=True):
+            d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour)
+            d.text((x + 6, y - 6), r.name.split(" ", 1)[1], fill=colour)
+    lx = left + 10
+    for name, colour in colours.items():
+        d.rectangle([lx, top + 8, lx + 10, top + 18], fill=colour)
+        d.text((lx + 14, top + 6), name, fill="black")
+        lx += 130
+    img.save(path)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=28)
+    parser.add_argument("--cases", type=int, default=4, help="caption/seed pairs")
+    parser.add_argument("--reps", type=int, default=3, help="alternated rounds per case (timing median)")
+    parser.add_argument("--split", choices=list(SPLITS), default="measure")
+    parser.add_argument("--sweep", action="store_true", help="the custom grid the presets were picked from")
+    parser.add_argument("--no-controls", action="store_true")
+    parser.add_argument("--out", type=Path, default=dit_runtime.REPO / "out" / "bench_caching")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    memory = Memory()
+    start = time.time()
+    with dit_runtime.running_server(cache_none=False, started=lambda p: setattr(memory, "pid", p.pid)) as url:
+        client = ComfyClient(url)
+        rows = benchmark(client, memory, configs(args.sweep), args.steps, args.cases, args.reps, args.split,
+                         controls=not args.no_controls)
+    text = table(rows, args.steps)
+    notes = checks(rows)
+    print(text)
+    print("\n".join(notes))
+    tag = f"{'sweep' if args.sweep else 'presets'}_{args.split}_{args.steps}"
+    (args.out / f"table_{tag}.md").write_text(text + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
+    (args.out / f"results_{tag}.json").write_text(json.dumps([asdict(r) for r in rows], indent=1))
+    plot(rows, args.out / f"speed_vs_psnr_{tag}.png", args.steps)
+    print(f"[bench] {time.time() - start:.0f} s; wrote {args.out}/*_{tag}.*")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
