@@ -135,11 +135,11 @@ class Run:
     image: np.ndarray
 
 
-def run_once(client: ComfyClient, memory: Memory, prompt: dict) -> Run:
+def run_once(client: ComfyClient, memory: Memory, prompt: dict, timed: bool = True) -> Run:
     memory.reset()
     result = client.run(prompt)
     cached = [n for e in result.events if e.get("type") == "execution_cached" for n in e["data"].get("nodes", [])]
-    if SAMPLER in cached:
+    if timed and SAMPLER in cached:
         raise ComfyError("the sampler was served from ComfyUI's cache: consecutive prompts must differ")
     stamps = {e["type"]: e["data"].get("timestamp") for e in result.events}
     if stamps.get("execution_start") and stamps.get("execution_success"):
@@ -179,8 +179,17 @@ def cases(split: str, n: int) -> list[tuple[str, int]]:
     return [(c, first + i) for i, c in enumerate(picked[:n])]
 
 
+def save_image(image: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((image * 255).round().astype(np.uint8)).save(path)
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
 def benchmark(client: ComfyClient, memory: Memory, cfgs: list[Config], steps: int, n_cases: int, reps: int,
-              split: str, controls: bool) -> list[Row]:
+              split: str, controls: bool, images: Path | None = None) -> list[Row]:
     base = json.loads(BASELINE.read_text())
     runs: dict[str, list[list[Run]]] = {c.name: [] for c in cfgs}
     case_list = cases(split, n_cases)
@@ -191,6 +200,9 @@ def benchmark(client: ComfyClient, memory: Memory, cfgs: list[Config], steps: in
         for _ in range(reps):
             for c in cfgs:
                 runs[c.name][ci].append(run_once(client, memory, build_prompt(base, c, caption, seed, steps)))
+        if images is not None:
+            for c in cfgs:
+                save_image(runs[c.name][ci][0].image, images / f"case{ci}" / f"{slug(c.name)}.png")
         print(f"[bench] case {ci + 1}/{len(case_list)} done ({caption!r}, seed {seed})", flush=True)
     base_runs = runs["baseline"]
     base_time = sum(statistics.median(r.seconds for r in case) for case in base_runs)
@@ -212,13 +224,19 @@ def benchmark(client: ComfyClient, memory: Memory, cfgs: list[Config], steps: in
             full_evals=max(1, round(share * steps)),
         ))
     if controls:
+        control_psnr: dict[tuple[int, int], float] = {}
         for row in rows:
             if row.group != "ours":
                 continue
             vals = []
-            for (caption, seed), base_case in zip(case_list, base_runs, strict=True):
-                r = run_once(client, memory, build_prompt(base, cfgs[0], caption, seed, row.full_evals))
-                vals.append(image_scores(r.image, base_case[0].image)[0])
+            for ci, ((caption, seed), base_case) in enumerate(zip(case_list, base_runs, strict=True)):
+                if (ci, row.full_evals) not in control_psnr:
+                    r = run_once(client, memory, build_prompt(base, cfgs[0], caption, seed, row.full_evals),
+                                 timed=False)
+                    control_psnr[ci, row.full_evals] = image_scores(r.image, base_case[0].image)[0]
+                    if images is not None:
+                        save_image(r.image, images / f"case{ci}" / f"control_{row.full_evals}_steps.png")
+                vals.append(control_psnr[ci, row.full_evals])
             row.control_psnr = statistics.mean(vals)
     return rows
 
@@ -303,7 +321,7 @@ def main() -> int:
     with dit_runtime.running_server(cache_none=False, started=lambda p: setattr(memory, "pid", p.pid)) as url:
         client = ComfyClient(url)
         rows = benchmark(client, memory, configs(args.sweep), args.steps, args.cases, args.reps, args.split,
-                         controls=not args.no_controls)
+                         controls=not args.no_controls, images=args.out / "images")
     text = table(rows, args.steps)
     notes = checks(rows)
     print(text)

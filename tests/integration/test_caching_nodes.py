@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 
+import dit_runtime
 import numpy as np
 import pytest
 from comfy_client import ComfyError, PromptRejected, decode_png
@@ -73,6 +75,18 @@ def test_interrupted_prompt_leaves_the_next_one_unchanged(client, baseline_promp
     with pytest.raises(ComfyError, match="interrupted"):
         client.run(prompt, on_event=stop_mid_sampling)
     assert np.array_equal(run_image(client, prompt), expected)
+
+
+@pytest.mark.parametrize("name, node", [("taylorseer", "TaylorSeer"), ("cg_taylor", "CGTaylor"),
+                                        ("first_block_cache", "FirstBlockCache")])
+def test_example_workflow_runs_the_method(client, name, node):
+    prompt = json.loads((dit_runtime.REPO / "workflows" / "api" / f"{name}.json").read_text())  # as shipped
+    result = client.run(prompt)
+    shapes = sorted(decode_png(b).shape for b in result.images)  # SaveImage and the report's plot preview
+    assert shapes == [(256, 256, 3), (384, 768, 3)]
+    text = result.node_output("50")["text"][0]
+    assert f"methods: {node}(" in text
+    assert "transformer FLOPs run: 100.0 %" not in text  # the balanced preset skips work at 28 steps
 
 
 @pytest.mark.parametrize("node, inputs, name", [

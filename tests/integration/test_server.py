@@ -86,9 +86,10 @@ def test_missing_required_input_is_rejected_before_running(client, baseline_prom
     assert "input 'latent'" in str(err.value)
 
 
-def test_ui_workflow_is_the_api_workflow(object_info):
-    api = json.loads((dit_runtime.REPO / "workflows" / "api" / "baseline.json").read_text())
-    ui = json.loads((dit_runtime.REPO / "workflows" / "baseline.json").read_text())
+@pytest.mark.parametrize("name", sorted(p.name for p in (dit_runtime.REPO / "workflows" / "api").glob("*.json")))
+def test_ui_workflow_is_the_api_workflow(object_info, name):
+    api = json.loads((dit_runtime.REPO / "workflows" / "api" / name).read_text())
+    ui = json.loads((dit_runtime.REPO / "workflows" / name).read_text())
     assert ui_to_api(ui, object_info) == strip_meta(api)
 
 
