@@ -279,3 +279,20 @@ def set_module_wrappers(model: ModelPatcher, adapter: ModelAdapter, owner: str, 
                 model.add_object_patch(path, ModuleWrapper(owner, key, inner, slot))
                 keys.append(key)
     return keys
+
+
+def remove_post_cfg(model: ModelPatcher, owner: str) -> None:
+    """Drop `owner`'s post-CFG functions from the clone `model` (applying a method again replaces them)."""
+    fns = model.model_options.get("sampler_post_cfg_function", [])
+    model.model_options["sampler_post_cfg_function"] = [f for f in fns if getattr(f, "owner", None) != owner]
+
+
+def run_conds(model: Any, conds: list, x: torch.Tensor, sigma: torch.Tensor, model_options: dict,
+              extra_options: dict) -> list[torch.Tensor]:
+    """One extra model evaluation of `conds` (e.g. a perturbed pass), with `extra_options` added to
+    a copy of the transformer options."""
+    import comfy.samplers
+
+    options = create_model_options_clone(model_options)
+    options.setdefault("transformer_options", {}).update(extra_options)
+    return comfy.samplers.calc_cond_batch(model, conds, x, sigma, options)

@@ -30,6 +30,22 @@ class Method(Protocol):
 
 
 @dataclass(frozen=True)
+class ConfiguredMethod:
+    """A method's config plus how to build its per-run state (what comfy_patch registers)."""
+
+    key: str
+    config: Any
+    make_state: Callable[[Any, RunContext], Any]
+
+    @property
+    def label(self) -> str:
+        return self.config.tag()
+
+    def new_run_state(self, run: RunContext) -> Any:
+        return self.make_state(self.config, run)
+
+
+@dataclass(frozen=True)
 class BlockSite:
     """Where a block-replace patch sits: its list, its index there, and its index over all lists."""
 

@@ -3,9 +3,10 @@
 from comfy_api.latest import ComfyExtension, io
 
 from .caching import NODES as CACHING_NODES
+from .guidance import NODES as GUIDANCE_NODES
 from .report import NODES as REPORT_NODES
 
 
 class DiTAccelExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [*CACHING_NODES, *REPORT_NODES]
+        return [*CACHING_NODES, *GUIDANCE_NODES, *REPORT_NODES]

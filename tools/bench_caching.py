@@ -63,9 +63,14 @@ def configs(sweep: bool) -> list[Config]:
     out = [Config("baseline", "baseline")]
     if sweep:
         for interval in (2, 3, 4, 5, 6):
-            for order in (1, 2):
+            for order in (0, 1, 2):
                 out.append(Config(f"TaylorSeer i{interval} o{order}", "ours", "DiTAccelTaylorSeer",
                                   {"preset": "custom", "interval": interval, "order": order, "warmup_steps": 2}))
+        for interval in (3, 4, 5):
+            for order in (1, 2):
+                out.append(Config(f"TaylorSeer i{interval} o{order} modules", "ours", "DiTAccelTaylorSeer",
+                                  {"preset": "custom", "interval": interval, "order": order, "warmup_steps": 2,
+                                   "granularity": "modules"}))
         for thr in (0.05, 0.1, 0.2, 0.3, 0.5):
             out.append(Config(f"CGTaylor t{thr:g}", "ours", "DiTAccelCGTaylor",
                               {"preset": "custom", "threshold": thr, "max_skips": 6, "warmup_steps": 2}))

@@ -3,32 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from ..adapters import HOOK_BLOCK_REPLACE, HOOK_DIFFUSION_MODEL, UnsupportedModelError
 from ..comfy_patch import attach, set_block_patches, set_module_wrappers
 from ..module_wrap import ModuleSlot
-from ..run_context import RunContext
+from ..run_context import ConfiguredMethod, RunContext
 from . import first_block, taylorseer
 
 NEEDS = frozenset({HOOK_BLOCK_REPLACE, HOOK_DIFFUSION_MODEL})
-
-
-@dataclass(frozen=True)
-class ConfiguredMethod:
-    """A method's config plus how to build its per-run state (what comfy_patch registers)."""
-
-    key: str
-    config: Any
-    make_state: Callable[[Any, RunContext], Any]
-
-    @property
-    def label(self) -> str:
-        return self.config.tag()
-
-    def new_run_state(self, run: RunContext) -> Any:
-        return self.make_state(self.config, run)
 
 
 def _apply(model: Any, method: ConfiguredMethod, hook: Callable, node: str) -> Any:

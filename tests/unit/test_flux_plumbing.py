@@ -60,3 +60,15 @@ def test_module_granularity_is_refused_on_flux_naming_what_works(flux):
     with pytest.raises(UnsupportedModelError, match=r"granularity 'modules'.*Wan.*Use granularity 'blocks'"):
         apply_taylorseer(flux, TaylorSeerConfig(granularity="modules"))
     apply_taylorseer(flux, TaylorSeerConfig(granularity="blocks"))
+
+
+def test_softpag_perturbs_flux_joint_attention_heads(flux):
+    from comfyui_ditaccel.accel_core.guidance.apply import apply_softpag
+    from comfyui_ditaccel.accel_core.guidance.softpag import SoftPAGConfig
+
+    base = flux_sample(flux)
+    assert torch.equal(flux_sample(apply_softpag(flux, SoftPAGConfig("double:0:all", strength=0.0))), base)
+    m = apply_softpag(flux, SoftPAGConfig("double:0:3,7", strength=1.0, scale=2.0))
+    out = flux_sample(m)
+    assert torch.isfinite(out).all() and not torch.equal(out, base)
+    assert len(report_holder(m).latest.calls) == 2 * 2  # one perturbed pass per step

@@ -1,0 +1,1 @@
+"""Perturbation guidance: SoftPAG on chosen attention heads (and the head search that picks them)."""

@@ -1,0 +1,63 @@
+"""DiTAccelSoftPAG on a real ComfyUI server (--cache-none)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from comfy_client import ExecutionFailed, PromptRejected, decode_png
+from graphs import SAMPLER, add_report, insert_model_node, set_steps
+
+STEPS = 8
+
+
+def image(client, prompt) -> np.ndarray:
+    return decode_png(client.run(prompt).images[0])
+
+
+@pytest.mark.parametrize("cfg", [1.0, 5.0])
+def test_guidance_with_cfg_on_and_off_batch_two_and_stacked_with_taylorseer(client, baseline_prompt, cfg):
+    base = set_steps(copy.deepcopy(baseline_prompt), STEPS)
+    base[SAMPLER]["inputs"]["cfg"] = cfg
+    base["5"]["inputs"]["batch_size"] = 2
+    plain = client.run(base)
+    guided = add_report(insert_model_node(copy.deepcopy(base), "40", "DiTAccelSoftPAG", heads="1:all; 3:0",
+                                          strength=1.0, scale=3.0))
+    result = client.run(guided)
+    assert len(result.images) == len(plain.images) == 2
+    assert not np.array_equal(decode_png(result.images[0]), decode_png(plain.images[0]))
+    text = result.node_output("50")["text"][0]
+    assert f"{2 * STEPS} model calls" in text  # one perturbed pass per step
+    stacked = insert_model_node(copy.deepcopy(guided), "41", "DiTAccelTaylorSeer", preset="custom", interval=2,
+                                warmup_steps=2)
+    stacked["50"]["inputs"]["model"] = ["41", 0]
+    text = client.run(stacked).node_output("50")["text"][0]
+    assert "forecast" in text and "SoftPAG" in text and "TaylorSeer" in text
+
+
+def test_strength_zero_is_the_unguided_image(client, baseline_prompt):
+    base = set_steps(copy.deepcopy(baseline_prompt), STEPS)
+    off = insert_model_node(copy.deepcopy(base), "40", "DiTAccelSoftPAG", heads="2:all", strength=0.0, scale=3.0)
+    assert np.array_equal(image(client, off), image(client, base))
+
+
+@pytest.mark.parametrize("heads, token", [("2:x", "'x'"), ("1:2:3:4", "'1:2:3:4'"), ("1:0,,1", "'0,,1'")])
+def test_invalid_head_specs_are_refused_by_validation(client, baseline_prompt, heads, token):
+    prompt = insert_model_node(set_steps(copy.deepcopy(baseline_prompt), STEPS), "40", "DiTAccelSoftPAG", heads=heads,
+                               strength=0.5, scale=3.0)
+    with pytest.raises(PromptRejected) as err:
+        client.submit(prompt)
+    assert token in str(err.value) and "heads" in str(err.value)
+
+
+@pytest.mark.parametrize("heads, message", [("9:all", "blocks 0-5"), ("1:5", "heads 0-1"),
+                                            ("double:1:all", "without 'double:'")])
+def test_heads_the_model_lacks_fail_before_sampling(client, baseline_prompt, heads, message):
+    prompt = insert_model_node(set_steps(copy.deepcopy(baseline_prompt), STEPS), "40", "DiTAccelSoftPAG", heads=heads,
+                               strength=0.5, scale=3.0)
+    seen = []
+    with pytest.raises(ExecutionFailed) as err:
+        client.run(prompt, on_event=seen.append)
+    assert err.value.node_type == "DiTAccelSoftPAG" and message in str(err.value)
+    assert not any(e.get("type") == "progress" for e in seen)  # the sampler never started
