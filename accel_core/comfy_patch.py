@@ -296,3 +296,18 @@ def run_conds(model: Any, conds: list, x: torch.Tensor, sigma: torch.Tensor, mod
     options = create_model_options_clone(model_options)
     options.setdefault("transformer_options", {}).update(extra_options)
     return comfy.samplers.calc_cond_batch(model, conds, x, sigma, options)
+
+
+def sample_and_decode(model: ModelPatcher, positive: list, negative: list, latent: dict, vae: Any, seed: int,
+                      steps: int, cfg: float, sampler_name: str, scheduler: str) -> torch.Tensor:
+    """What KSampler + VAEDecode compute, as one call (for searches that sample many times)."""
+    import comfy.sample
+
+    latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
+    samples = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative,
+                                  latent_image, noise_mask=latent.get("noise_mask"), seed=seed, disable_pbar=True)
+    images = vae.decode(samples)
+    if images.dim() == 5:  # video VAEs decode (B, T, H, W, C)
+        images = images.reshape(-1, *images.shape[-3:])
+    return images

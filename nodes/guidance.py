@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import comfy.samplers
 from comfy_api.latest import io
 
+from ..accel_core.guidance import head_search, scene_detector
 from ..accel_core.guidance.apply import apply_softpag
 from ..accel_core.guidance.head_spec import HeadSpecError, parse
 from ..accel_core.guidance.softpag import SoftPAGConfig
@@ -61,4 +63,81 @@ class DiTAccelSoftPAG(io.ComfyNode):
         return io.NodeOutput(apply_softpag(model, config))
 
 
-NODES = [DiTAccelSoftPAG]
+class DiTAccelHeadHunter(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DiTAccelHeadHunter",
+            display_name="DiT Accel HeadHunter",
+            category=CATEGORY,
+            description="Offline search for the attention heads SoftPAG should perturb (HeadHunter): each "
+                        "round samples every remaining candidate head together with the heads chosen so far, "
+                        "for every seed, scores the images and keeps the best `top_k`. Costs rounds x "
+                        "candidates x seeds sampling runs; feed the `heads` output to DiT Accel SoftPAG.",
+            inputs=[
+                io.Model.Input("model", tooltip="The diffusion model (Wan 2.x or Flux)."),
+                io.Conditioning.Input("positive"),
+                io.Conditioning.Input("negative"),
+                io.Latent.Input("latent", tooltip="The empty latent to sample (its size and batch)."),
+                io.Vae.Input("vae", tooltip="Decodes the samples for the objective."),
+                io.String.Input("seeds", default="1,2,3", tooltip="Seeds of the search's samples, separated by ','."),
+                io.String.Input("layers", default="all",
+                                tooltip="Candidate blocks, in the heads grammar with 'all' heads (e.g. '1:all; 3:all'),"
+                                        " or 'all' for every block."),
+                io.Int.Input("rounds", default=2, min=1, max=20, tooltip="Search rounds."),
+                io.Int.Input("top_k", default=2, min=1, max=64, tooltip="Heads kept per round."),
+                io.Combo.Input("objective", options=list(head_search.OBJECTIVES), default="adherence",
+                               tooltip="adherence: the embedded model's detector finds the caption's first "
+                                       "'<colour> <shape>'; sharpness / contrast / colourfulness / structure: "
+                                       "image statistics; reference: SSIM to the reference image."),
+                io.String.Input("caption", default="", optional=True,
+                                tooltip="For objective adherence: the caption the positive conditioning encodes."),
+                io.Image.Input("reference", optional=True, tooltip="For objective reference."),
+                io.Int.Input("steps", default=28, min=1, max=200, optional=True),
+                io.Float.Input("cfg", default=5.0, min=0.0, max=30.0, step=0.1, optional=True),
+                io.Combo.Input("sampler_name", options=list(comfy.samplers.KSampler.SAMPLERS), default="euler",
+                               optional=True),
+                io.Combo.Input("scheduler", options=list(comfy.samplers.KSampler.SCHEDULERS), default="simple",
+                               optional=True),
+                io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.01, optional=True,
+                               tooltip="SoftPAG u during the search (the paper searches at 1)."),
+                io.Float.Input("scale", default=3.0, min=0.0, max=100.0, step=0.1, optional=True,
+                               tooltip="SoftPAG w during the search."),
+            ],
+            outputs=[
+                io.String.Output("heads", display_name="heads", tooltip="The chosen heads, in SoftPAG's grammar."),
+                io.Image.Output("plot", display_name="plot", tooltip="The objective per round."),
+            ],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def validate_inputs(cls, seeds: str | None = None, layers: str | None = None, objective: str | None = None,
+                        caption: str | None = None) -> bool | str:
+        try:
+            if seeds is not None:
+                head_search.parse_seeds(seeds)
+            if layers is not None and layers.strip() != "all":
+                parse(layers)
+            if objective is not None and objective not in head_search.OBJECTIVES:
+                return f"objective must be one of {', '.join(head_search.OBJECTIVES)}, got {objective!r}"
+            if objective == "adherence" and caption is not None:
+                scene_detector.primary_object(caption)
+        except ValueError as e:
+            return str(e).replace("heads:", "layers:", 1)
+        return True
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent, vae, seeds: str, layers: str, rounds: int, top_k: int,
+                objective: str, caption: str = "", reference=None, steps: int = 28, cfg: float = 5.0,
+                sampler_name: str = "euler", scheduler: str = "simple", strength: float = 1.0,
+                scale: float = 3.0) -> io.NodeOutput:
+        score = head_search.objective_function(objective, caption, reference)
+        setup = head_search.SearchSetup(positive, negative, latent, vae, head_search.parse_seeds(seeds), steps, cfg,
+                                        sampler_name, scheduler, strength, scale)
+        result, spec = head_search.run_search(model, setup, layers, rounds, top_k, score)
+        text = head_search.summary(result, spec, objective)
+        return io.NodeOutput(spec, head_search.plot(result, objective), ui={"text": [text]})
+
+
+NODES = [DiTAccelSoftPAG, DiTAccelHeadHunter]

@@ -37,13 +37,12 @@ import torch
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import dit_runtime
+import pack  # noqa: F401  (registers comfyui_ditaccel)
 import scenes
 from comfy_client import ComfyClient, ComfyError, decode_png
-
-from accel_core.metrics import psnr, ssim
+from comfyui_ditaccel.accel_core.metrics import psnr, ssim
 
 BASELINE = dit_runtime.REPO / "workflows" / "api" / "baseline.json"
 POSITIVE, SAMPLER, SAVE, SHIFT = "3", "6", "9", "10"

@@ -17,20 +17,11 @@ import random
 from dataclasses import dataclass
 
 import numpy as np
+import pack  # noqa: F401  (registers comfyui_ditaccel)
+from comfyui_ditaccel.accel_core.guidance.scene_detector import BACKGROUNDS, COLOURS, SHAPES
 from PIL import Image, ImageDraw
 
-COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (215, 40, 40),
-    "green": (40, 165, 60),
-    "blue": (40, 80, 215),
-    "yellow": (235, 205, 35),
-    "purple": (140, 55, 175),
-    "orange": (240, 135, 25),
-}
-SHAPES = ("circle", "square", "triangle", "cross")
 SIZES = {"small": 0.24, "large": 0.40}  # side of the object's box, as a share of the canvas
-BACKGROUNDS: dict[str, tuple[int, int, int]] = {"gray": (128, 128, 128), "black": (22, 22, 26),
-                                                "white": (236, 236, 232)}
 POSITIONS: dict[str, tuple[float, float]] = {  # centre (x, y) as a share of the canvas
     "at the top left": (0.25, 0.25), "at the top": (0.5, 0.25), "at the top right": (0.75, 0.25),
     "on the left": (0.25, 0.5), "in the center": (0.5, 0.5), "on the right": (0.75, 0.5),

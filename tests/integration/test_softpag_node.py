@@ -61,3 +61,32 @@ def test_heads_the_model_lacks_fail_before_sampling(client, baseline_prompt, hea
         client.run(prompt, on_event=seen.append)
     assert err.value.node_type == "DiTAccelSoftPAG" and message in str(err.value)
     assert not any(e.get("type") == "progress" for e in seen)  # the sampler never started
+
+
+def headhunter_graph(baseline_prompt, objective: str, caption: str = "") -> dict:
+    prompt = set_steps(copy.deepcopy(baseline_prompt), 6)
+    prompt["60"] = {"class_type": "DiTAccelHeadHunter", "inputs": {
+        "model": prompt[SAMPLER]["inputs"]["model"], "positive": ["3", 0], "negative": ["4", 0], "latent": ["5", 0],
+        "vae": ["7", 0], "seeds": "1", "layers": "1:all; 4:all", "rounds": 2, "top_k": 1, "objective": objective,
+        "caption": caption, "steps": 6, "cfg": 5.0, "sampler_name": "euler", "scheduler": "simple",
+        "strength": 1.0, "scale": 3.0}}
+    # the search's heads feed SoftPAG on the sampler's model, as a user would wire it
+    prompt = insert_model_node(prompt, "40", "DiTAccelSoftPAG", heads=["60", 0], strength=0.5, scale=3.0)
+    prompt["61"] = {"class_type": "PreviewImage", "inputs": {"images": ["60", 1]}}
+    return prompt
+
+
+def test_headhunter_searches_and_feeds_softpag(client, baseline_prompt):
+    caption = baseline_prompt["3"]["inputs"]["text"]
+    result = client.run(headhunter_graph(baseline_prompt, "adherence", caption))
+    text = result.node_output("60")["text"][0]
+    assert "8 scored head sets" in text  # CFG only, then 4 candidates, then the 3 left
+    chosen = text.splitlines()[0].split("chosen heads: ")[1]
+    assert len([e for e in chosen.split(";") if e.strip()]) in (1, 2)  # two heads, maybe of one block
+    assert sorted(decode_png(b).shape for b in result.images)[0][2] == 3  # the saved image and the plot
+
+
+def test_headhunter_refuses_a_caption_outside_the_grammar(client, baseline_prompt):
+    with pytest.raises(PromptRejected) as err:
+        client.submit(headhunter_graph(baseline_prompt, "adherence", "a photo of a cat"))
+    assert "caption" in str(err.value) and "names no '<colour> <shape>'" in str(err.value)

@@ -1,0 +1,147 @@
+"""Running HeadHunter on a ComfyUI model: candidate heads, the objective, the plot of the search."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..adapters import adapter_for
+from ..comfy_patch import sample_and_decode
+from . import objectives, scene_detector
+from .apply import apply_softpag, selection_for
+from .head_spec import HeadSelection, HeadSpecError
+from .headhunter import Head, SearchResult, search
+from .softpag import SoftPAGConfig
+
+OBJECTIVES = ("adherence", *objectives.STATISTICS, "reference")
+
+
+def parse_seeds(text: str) -> list[int]:
+    tokens = [t.strip() for t in text.replace(";", ",").split(",") if t.strip()]
+    if not tokens or not all(t.isdigit() for t in tokens):
+        raise ValueError(f"seeds must be non-negative integers separated by ',', got {text!r}")
+    return [int(t) for t in tokens]
+
+
+def objective_function(objective: str, caption: str, reference: torch.Tensor | None) -> Callable[[torch.Tensor], float]:
+    if objective in objectives.STATISTICS:
+        return objectives.STATISTICS[objective]
+    if objective == "reference":
+        if reference is None:
+            raise ValueError("objective 'reference' needs the `reference` image input connected")
+        return objectives.closeness(reference)
+    if objective == "adherence":
+        colour, shape = scene_detector.primary_object(caption)
+
+        def adherence(images: torch.Tensor) -> float:
+            hits = [scene_detector.contains(img.float().cpu().numpy(), colour, shape) for img in images]
+            return float(np.mean(hits))
+
+        return adherence
+    raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+
+
+def candidate_heads(model: Any, layers: str) -> tuple[list[Head], HeadSelection, Any]:
+    adapter = adapter_for(model.get_model_object("diffusion_model"), method="DiTAccelHeadHunter")
+    if layers.strip() == "all":
+        diffusion_model = model.get_model_object("diffusion_model")
+        two = len(adapter.block_lists) > 1
+        names = {"double_block": "double", "single_block": "single"}
+        layers = "; ".join(f"{names[s.replace_name] + ':' if two else ''}{i}:all"
+                           for s in adapter.block_lists for i in range(len(getattr(diffusion_model, s.attr))))
+    try:
+        selection = selection_for(model, adapter, layers)
+    except HeadSpecError as e:
+        raise HeadSpecError(str(e).replace("heads:", "layers:", 1)) from None
+    pool = [(name, block, h) for (name, block), heads in sorted(selection.heads.items()) for h in heads]
+    return pool, selection, adapter
+
+
+@dataclass(frozen=True)
+class SearchSetup:
+    positive: list
+    negative: list
+    latent: dict
+    vae: Any
+    seeds: list[int]
+    steps: int
+    cfg: float
+    sampler_name: str
+    scheduler: str
+    strength: float
+    scale: float
+
+
+def run_search(model: Any, setup: SearchSetup, layers: str, rounds: int, top_k: int,
+               score_images: Callable[[torch.Tensor], float]) -> tuple[SearchResult, str]:
+    pool, selection, adapter = candidate_heads(model, layers)
+
+    def spec_of(heads: frozenset[Head]) -> str:
+        grouped: dict[tuple[str, int], list[int]] = {}
+        for name, block, h in heads:
+            grouped.setdefault((name, block), []).append(h)
+        return HeadSelection({k: tuple(sorted(v)) for k, v in grouped.items()}, selection.num_heads).to_spec(adapter)
+
+    def score(heads: frozenset[Head]) -> float:
+        m = model
+        if heads:
+            m = apply_softpag(model, SoftPAGConfig(spec_of(heads), setup.strength, setup.scale))
+        return statistics.mean(
+            score_images(sample_and_decode(m, setup.positive, setup.negative, setup.latent, setup.vae, seed,
+                                           setup.steps, setup.cfg, setup.sampler_name, setup.scheduler))
+            for seed in setup.seeds)
+
+    result = search(pool, score, rounds, top_k)
+    return result, spec_of(frozenset(result.chosen))
+
+
+def summary(result: SearchResult, spec: str, objective: str) -> str:
+    lines = [f"HeadHunter, objective {objective}: CFG only {result.baseline:.4f}; chosen heads: {spec}",
+             f"{result.evaluations} scored head sets"]
+    for i, r in enumerate(result.rounds):
+        picked = ", ".join(f"{n.split('_')[0]}:{b}:{h}" for n, b, h in r.picked)
+        lines.append(f"round {i + 1}: best {r.best:.4f} with {picked} (of {len(r.scores)} candidates)")
+    return "\n".join(lines)
+
+
+def plot(result: SearchResult, objective: str, width: int = 640, height: int = 360) -> torch.Tensor:
+    """Every candidate's score per round (dots), the best (line) and CFG only (dashed): IMAGE (1, H, W, 3)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (width, height), "white")
+    d = ImageDraw.Draw(img)
+    left, right, top, bottom = 60, width - 20, 30, height - 40
+    d.rectangle([left, top, right, bottom], outline="black")
+    values = [result.baseline] + [s for r in result.rounds for s in r.scores.values()]
+    lo, hi = min(values), max(values)
+    hi = hi if hi > lo else lo + 1.0
+    n = max(len(result.rounds), 1)
+
+    def y(v: float) -> float:
+        return bottom - (v - lo) / (hi - lo) * (bottom - top)
+
+    def x(i: int) -> float:
+        return left + (i + 0.5) / n * (right - left)
+
+    for px in range(left, right, 12):
+        d.line([px, y(result.baseline), px + 6, y(result.baseline)], fill=(200, 60, 60))
+    for i, r in enumerate(result.rounds):
+        for v in r.scores.values():
+            d.ellipse([x(i) - 2, y(v) - 2, x(i) + 2, y(v) + 2], fill=(150, 150, 150))
+    best = [(x(i), y(r.best)) for i, r in enumerate(result.rounds)]
+    if len(best) > 1:
+        d.line(best, fill=(40, 110, 200), width=2)
+    for px, py in best:
+        d.ellipse([px - 4, py - 4, px + 4, py + 4], fill=(40, 110, 200))
+    d.text((left, 8), f"HeadHunter: {objective} per round (grey: candidates, blue: best, red dashes: CFG only)",
+           fill="black")
+    d.text((4, top), f"{hi:.3g}", fill="black")
+    d.text((4, bottom - 10), f"{lo:.3g}", fill="black")
+    d.text((left, bottom + 10), "round 1", fill="black")
+    d.text((right - 60, bottom + 10), f"round {n}", fill="black")
+    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).unsqueeze(0)
