@@ -1,6 +1,6 @@
 """Train the embedded default model: a tiny Wan 2.1 VAE and a Wan 2.1-architecture DiT.
 
-    .venv/bin/python tools/train_embedded.py [--stage vae|data|dit|export|all] [--max-minutes M]
+    .venv/bin/python tools/train_embedded.py [--stage vae|data|data2|dit|export|all] [--max-minutes M]
 
 Stages (each resumes from its checkpoint in .train/, so a stopped run goes on where it left off):
   vae     reconstruction training of ComfyUI's WanVAE class at width 8 on 64 px scenes, then the
@@ -8,8 +8,11 @@ Stages (each resumes from its checkpoint in .train/, so a stopped run goes on wh
           normalisation maps its latents to zero mean, unit variance per channel
   data    seeded CLIP-L embeddings of the training captions (through ComfyUI's own CLIP code,
           exactly as CLIPTextEncode computes them) and VAE latents of jittered renders
+  data2   phase-2 data: 256 px latents of more captions (two jittered renders each)
   dit     flow matching (x_t = (1 - s) x0 + s e, target e - x0, the CONST parameterisation ComfyUI
-          samples Wan with) on ComfyUI's WanModel class, caption dropout for CFG, EMA weights
+          samples Wan with) on ComfyUI's WanModel class, caption dropout for CFG, EMA weights;
+          phase 1 (steps < dit_restart) at 128 then 256 px on `data`, phase 2 at 256 px on `data2`
+          with bf16 autocast and a warm restart of the cosine learning-rate schedule
   export  fp16 files into assets/, loadable by the stock UNETLoader / VAELoader
 
 Settings are the `Settings` dataclass below; losses go to tools/train_logs/*.csv.
