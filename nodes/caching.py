@@ -70,11 +70,11 @@ class DiTAccelTaylorSeer(CachingNode):
             inputs=[
                 io.Model.Input("model", tooltip=MODEL_TIP),
                 preset_input(),
-                io.Int.Input("interval", default=4, min=1, max=50, optional=True,
+                io.Int.Input("interval", default=3, min=1, max=50, optional=True,
                              tooltip="custom: one full step every this many steps."),
-                io.Int.Input("order", default=2, min=0, max=4, optional=True,
+                io.Int.Input("order", default=0, min=0, max=4, optional=True,
                              tooltip="custom: Taylor order of the forecast (0 reuses the last full step)."),
-                *window_inputs(3),
+                *window_inputs(2),
                 io.Combo.Input("granularity", options=list(GRANULARITIES), default="blocks", optional=True,
                                tooltip="blocks: forecast the block stack's output (memory: order + 1 "
                                        "hidden states per cond/uncond). modules: forecast every attention "
@@ -102,15 +102,15 @@ class DiTAccelCGTaylor(CachingNode):
             inputs=[
                 io.Model.Input("model", tooltip=MODEL_TIP),
                 preset_input(),
-                io.Float.Input("threshold", default=0.05, min=0.0, max=2.0, step=0.005, optional=True,
+                io.Float.Input("threshold", default=0.3, min=0.0, max=2.0, step=0.005, optional=True,
                                tooltip="custom: skip when the first block's relative forecast error is below this."),
                 io.Int.Input("order", default=1, min=0, max=4, optional=True,
                              tooltip="custom: Taylor order of the last-block forecast."),
                 io.Int.Input("first_block_order", default=2, min=0, max=4, optional=True,
                              tooltip="custom: Taylor order of the first-block forecast used as the gate."),
-                io.Int.Input("max_skips", default=3, min=0, max=50, optional=True,
+                io.Int.Input("max_skips", default=6, min=0, max=50, optional=True,
                              tooltip="custom: at most this many skipped steps in a row."),
-                *window_inputs(3),
+                *window_inputs(2),
             ],
             outputs=[io.Model.Output(tooltip="The model with CG-Taylor attached.")],
         )
@@ -132,10 +132,10 @@ class DiTAccelFirstBlockCache(CachingNode):
             inputs=[
                 io.Model.Input("model", tooltip=MODEL_TIP),
                 preset_input(),
-                io.Float.Input("threshold", default=0.08, min=0.0, max=2.0, step=0.005, optional=True,
+                io.Float.Input("threshold", default=0.2, min=0.0, max=2.0, step=0.005, optional=True,
                                tooltip="custom: skip while the first block's residual changed by less than "
                                        "this (relative L1) since the last full step."),
-                io.Int.Input("max_skips", default=3, min=0, max=50, optional=True,
+                io.Int.Input("max_skips", default=6, min=0, max=50, optional=True,
                              tooltip="custom: at most this many skipped steps in a row."),
                 *window_inputs(2),
             ],

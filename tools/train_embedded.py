@@ -263,57 +263,18 @@ def load_folded_vae(comfy):
 
 
 # -------------------------------------------------------------------------------------------- data
-def stage_data() -> None:
-    out = WORK / "data.pt"
-    if out.exists():
-        return
+def build_data(out: Path, draw_seed: int, n_captions: int, plan: list[tuple[int, int]], render_seed: int,
+               tag: str) -> None:
+    """Seeded-CLIP-L embeddings of the drawn training captions and VAE latents of jittered renders.
+
+    `plan`: (resolution, renders per caption) pairs. Written to `out` as one torch file.
+    """
     comfy = comfy_imports()
     clip_path = dit_runtime.layout().models / "text_encoders" / model_files.CLIP_L_FILE
     if not clip_path.is_file():
         model_files.make_clip_l(clip_path)
     clip = comfy.sd.load_clip(ckpt_paths=[str(clip_path)], clip_type=comfy.sd.CLIPType.SD3)
-    train = scenes.draw_scenes(S.seed, S.captions, "train")
-    captions = sorted({s.caption for s in train})
-    by_caption = {s.caption: s for s in train}
-    start = time.time()
-    emb = torch.empty(len(captions), 77, 768, dtype=torch.float16)
-    for i, cap in enumerate(captions):
-        cond = clip.encode_from_tokens(clip.tokenize(cap))
-        emb[i] = cond[0, :, :768].half()
-        if i % 200 == 0:
-            print(f"[data] embedded {i}/{len(captions)} captions ({time.time() - start:.0f} s)", flush=True)
-    empty = clip.encode_from_tokens(clip.tokenize(""))[0, :, :768].half()
-    vae = load_folded_vae(comfy)
-    fmt = comfy.latent_formats.Wan21()
-    rng = random.Random(S.seed + 7)
-    latents = {}
-    for res, repeats in ((S.dit_res_low, S.renders_low), (S.dit_res_high, S.renders_high)):
-        items = [(ci, by_caption[c]) for _ in range(repeats) for ci, c in enumerate(captions)]
-        zs, idx = [], []
-        for j in range(0, len(items), 16):
-            chunk = items[j:j + 16]
-            with torch.no_grad():
-                x = images_to_tensor([scenes.render(s, res, rng) for _, s in chunk])
-                mu = vae_encode_stats(comfy, vae, x)[0]
-                zs.append(fmt.process_in(mu).half())
-            idx += [ci for ci, _ in chunk]
-            if j % 1600 == 0:
-                print(f"[data] {res}px latents {j}/{len(items)} ({time.time() - start:.0f} s)", flush=True)
-        latents[res] = (torch.cat(zs), torch.tensor(idx))
-    torch.save({"captions": captions, "emb": emb, "empty": empty, "latents": latents}, out)
-
-
-def stage_data2() -> None:
-    """Phase-2 data: 256 px latents only, for more captions than phase 1 (a new seed for the draw)."""
-    out = WORK / "data2.pt"
-    if out.exists():
-        return
-    comfy = comfy_imports()
-    clip_path = dit_runtime.layout().models / "text_encoders" / model_files.CLIP_L_FILE
-    if not clip_path.is_file():
-        model_files.make_clip_l(clip_path)
-    clip = comfy.sd.load_clip(ckpt_paths=[str(clip_path)], clip_type=comfy.sd.CLIPType.SD3)
-    train = scenes.draw_scenes(S.seed + 2, S.phase2_captions, "train")
+    train = scenes.draw_scenes(draw_seed, n_captions, "train")
     captions = sorted({s.caption for s in train})
     by_caption = {s.caption: s for s in train}
     start = time.time()
@@ -321,23 +282,38 @@ def stage_data2() -> None:
     for i, cap in enumerate(captions):
         emb[i] = clip.encode_from_tokens(clip.tokenize(cap))[0, :, :768].half()
         if i % 500 == 0:
-            print(f"[data2] embedded {i}/{len(captions)} captions ({time.time() - start:.0f} s)", flush=True)
+            print(f"[{tag}] embedded {i}/{len(captions)} captions ({time.time() - start:.0f} s)", flush=True)
     empty = clip.encode_from_tokens(clip.tokenize(""))[0, :, :768].half()
     vae = load_folded_vae(comfy)
     fmt = comfy.latent_formats.Wan21()
-    rng = random.Random(S.seed + 8)
-    items = [(ci, by_caption[c]) for _ in range(S.phase2_renders) for ci, c in enumerate(captions)]
-    zs, idx = [], []
-    for j in range(0, len(items), 16):
-        chunk = items[j:j + 16]
-        with torch.no_grad():
-            x = images_to_tensor([scenes.render(s, S.dit_res_high, rng) for _, s in chunk])
-            zs.append(fmt.process_in(vae_encode_stats(comfy, vae, x)[0]).half())
-        idx += [ci for ci, _ in chunk]
-        if j % 1600 == 0:
-            print(f"[data2] latents {j}/{len(items)} ({time.time() - start:.0f} s)", flush=True)
-    latents = {S.dit_res_high: (torch.cat(zs), torch.tensor(idx))}
+    rng = random.Random(render_seed)
+    latents = {}
+    for res, repeats in plan:
+        items = [(ci, by_caption[c]) for _ in range(repeats) for ci, c in enumerate(captions)]
+        zs, idx = [], []
+        for j in range(0, len(items), 16):
+            chunk = items[j:j + 16]
+            with torch.no_grad():
+                x = images_to_tensor([scenes.render(s, res, rng) for _, s in chunk])
+                zs.append(fmt.process_in(vae_encode_stats(comfy, vae, x)[0]).half())
+            idx += [ci for ci, _ in chunk]
+            if j % 1600 == 0:
+                print(f"[{tag}] {res}px latents {j}/{len(items)} ({time.time() - start:.0f} s)", flush=True)
+        latents[res] = (torch.cat(zs), torch.tensor(idx))
     torch.save({"captions": captions, "emb": emb, "empty": empty, "latents": latents}, out)
+
+
+def stage_data() -> None:
+    if not (WORK / "data.pt").exists():
+        build_data(WORK / "data.pt", S.seed, S.captions,
+                   [(S.dit_res_low, S.renders_low), (S.dit_res_high, S.renders_high)], S.seed + 7, "data")
+
+
+def stage_data2() -> None:
+    """Phase-2 data: 256 px latents only, for more captions than phase 1 (a new seed for the draw)."""
+    if not (WORK / "data2.pt").exists():
+        build_data(WORK / "data2.pt", S.seed + 2, S.phase2_captions, [(S.dit_res_high, S.phase2_renders)],
+                   S.seed + 8, "data2")
 
 
 # --------------------------------------------------------------------------------------------- DiT

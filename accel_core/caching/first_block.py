@@ -48,8 +48,8 @@ def final_layout(adapter: ModelAdapter, first_out: dict[str, torch.Tensor]) -> d
 class GateConfig:
     """What the first-block-gated methods share: threshold, skip limit, step window."""
 
-    threshold: float = 0.08
-    max_skips: int = 3
+    threshold: float = 0.2
+    max_skips: int = 6
     warmup_steps: int = 2
     start_percent: float = 0.0
     end_percent: float = 1.0
@@ -85,8 +85,7 @@ class FirstBlockCacheConfig(GateConfig):
 
 @dataclass(frozen=True)
 class CGTaylorConfig(GateConfig):
-    threshold: float = 0.05
-    warmup_steps: int = 3
+    threshold: float = 0.3
     order: int = 1
     first_block_order: int = 2
 

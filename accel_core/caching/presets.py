@@ -1,7 +1,12 @@
 """Named settings of the caching methods: `quality`, `balanced`, `fast`, and `custom` (raw inputs).
 
-PROVISIONAL: these values are not yet calibrated on the trained embedded model; the caching
-benchmark (issue 4) sets them and the README will carry its table.
+Picked from `tools/bench_caching.py --sweep --split tune` (the "tune" captions and seeds; the
+README's table is measured on others) on the embedded model at 28 euler steps. The values are
+given for 28 steps and scale with the run's step count (`reference_steps`): at 50 steps the
+interval, warm-up and skip limits are 50/28 as long. On the embedded model TaylorSeer's order 0
+(reuse the last full step's output) measured best at every interval; orders 1 and 2
+extrapolate its features badly over 3+ steps, so the presets use 0 (raise `order` with
+`custom` on models whose features change smoothly, as the paper's FLUX runs do).
 """
 
 from __future__ import annotations
@@ -15,19 +20,19 @@ from .taylorseer import TaylorSeerConfig
 PRESET_NAMES = ("quality", "balanced", "fast", "custom")
 
 TAYLORSEER = {
-    "quality": TaylorSeerConfig(interval=2, order=2, warmup_steps=4),
-    "balanced": TaylorSeerConfig(interval=3, order=2, warmup_steps=3),
-    "fast": TaylorSeerConfig(interval=5, order=2, warmup_steps=2),
+    "quality": TaylorSeerConfig(interval=2, order=0, warmup_steps=2, reference_steps=28),
+    "balanced": TaylorSeerConfig(interval=3, order=0, warmup_steps=2, reference_steps=28),
+    "fast": TaylorSeerConfig(interval=6, order=0, warmup_steps=2, reference_steps=28),
 }
 CG_TAYLOR = {
-    "quality": CGTaylorConfig(threshold=0.02, max_skips=2),
-    "balanced": CGTaylorConfig(threshold=0.05, max_skips=3),
-    "fast": CGTaylorConfig(threshold=0.10, max_skips=5),
+    "quality": CGTaylorConfig(threshold=0.1, max_skips=6, order=1, warmup_steps=2, reference_steps=28),
+    "balanced": CGTaylorConfig(threshold=0.3, max_skips=6, order=1, warmup_steps=2, reference_steps=28),
+    "fast": CGTaylorConfig(threshold=1.0, max_skips=6, order=0, warmup_steps=2, reference_steps=28),
 }
 FIRST_BLOCK_CACHE = {
-    "quality": FirstBlockCacheConfig(threshold=0.04, max_skips=2),
-    "balanced": FirstBlockCacheConfig(threshold=0.08, max_skips=3),
-    "fast": FirstBlockCacheConfig(threshold=0.15, max_skips=5),
+    "quality": FirstBlockCacheConfig(threshold=0.1, max_skips=6, warmup_steps=2, reference_steps=28),
+    "balanced": FirstBlockCacheConfig(threshold=0.2, max_skips=6, warmup_steps=2, reference_steps=28),
+    "fast": FirstBlockCacheConfig(threshold=0.5, max_skips=6, warmup_steps=2, reference_steps=28),
 }
 
 

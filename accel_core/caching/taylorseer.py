@@ -31,9 +31,9 @@ GRANULARITIES = ("blocks", "modules")
 
 @dataclass(frozen=True)
 class TaylorSeerConfig:
-    interval: int = 4
-    order: int = 2
-    warmup_steps: int = 3
+    interval: int = 3
+    order: int = 0
+    warmup_steps: int = 2
     start_percent: float = 0.0
     end_percent: float = 1.0
     granularity: str = "blocks"
