@@ -9,6 +9,7 @@ from comfy_api.latest import io
 from ..accel_core.caching import presets
 from ..accel_core.caching.apply import apply_cg_taylor, apply_first_block_cache, apply_taylorseer
 from ..accel_core.caching.taylorseer import GRANULARITIES
+from .inputs import window_error
 
 CATEGORY = "DiTAccel/caching"
 PRESET_TIP = ("quality / balanced / fast: settings calibrated on the embedded model (see README); "
@@ -30,6 +31,15 @@ def window_inputs(warmup: int) -> list[Any]:
     ]
 
 
+def max_skips_input(default: int) -> io.Int.Input:
+    return io.Int.Input("max_skips", default=default, min=0, max=50, optional=True,
+                        tooltip="custom: at most this many skipped steps in a row.")
+
+
+# custom's widgets start at the balanced preset (its values are given for 28 steps)
+TS, CG, FB = (table["balanced"] for table in (presets.TAYLORSEER, presets.CG_TAYLOR, presets.FIRST_BLOCK_CACHE))
+
+
 def check_inputs(preset: str | None, start_percent: float | None, end_percent: float | None) -> bool | str:
     """validate_inputs: ComfyUI skips its own range check for the inputs named here, so check them all.
 
@@ -38,12 +48,7 @@ def check_inputs(preset: str | None, start_percent: float | None, end_percent: f
     """
     if preset is not None and preset not in presets.PRESET_NAMES:
         return f"preset must be one of {', '.join(presets.PRESET_NAMES)}, got {preset!r}"
-    for name, value in (("start_percent", start_percent), ("end_percent", end_percent)):
-        if value is not None and not 0.0 <= value <= 1.0:
-            return f"{name} must lie in [0, 1], got {value}"
-    if start_percent is not None and end_percent is not None and start_percent >= end_percent:
-        return f"start_percent ({start_percent}) must be below end_percent ({end_percent})"
-    return True
+    return window_error(start_percent, end_percent) or True
 
 
 MODEL_TIP = "The diffusion model (Wan 2.x or Flux). Stacks with the other DiTAccel nodes."
@@ -70,11 +75,11 @@ class DiTAccelTaylorSeer(CachingNode):
             inputs=[
                 io.Model.Input("model", tooltip=MODEL_TIP),
                 preset_input(),
-                io.Int.Input("interval", default=3, min=1, max=50, optional=True,
+                io.Int.Input("interval", default=TS.interval, min=1, max=50, optional=True,
                              tooltip="custom: one full step every this many steps."),
-                io.Int.Input("order", default=0, min=0, max=4, optional=True,
+                io.Int.Input("order", default=TS.order, min=0, max=4, optional=True,
                              tooltip="custom: Taylor order of the forecast (0 reuses the last full step)."),
-                *window_inputs(2),
+                *window_inputs(TS.warmup_steps),
                 io.Combo.Input("granularity", options=list(GRANULARITIES), default="blocks", optional=True,
                                tooltip="blocks: forecast the block stack's output (memory: order + 1 "
                                        "hidden states per cond/uncond). modules: forecast every attention "
@@ -102,15 +107,14 @@ class DiTAccelCGTaylor(CachingNode):
             inputs=[
                 io.Model.Input("model", tooltip=MODEL_TIP),
                 preset_input(),
-                io.Float.Input("threshold", default=0.3, min=0.0, max=2.0, step=0.005, optional=True,
+                io.Float.Input("threshold", default=CG.threshold, min=0.0, max=2.0, step=0.005, optional=True,
                                tooltip="custom: skip when the first block's relative forecast error is below this."),
-                io.Int.Input("order", default=1, min=0, max=4, optional=True,
+                io.Int.Input("order", default=CG.order, min=0, max=4, optional=True,
                              tooltip="custom: Taylor order of the last-block forecast."),
-                io.Int.Input("first_block_order", default=2, min=0, max=4, optional=True,
+                io.Int.Input("first_block_order", default=CG.first_block_order, min=0, max=4, optional=True,
                              tooltip="custom: Taylor order of the first-block forecast used as the gate."),
-                io.Int.Input("max_skips", default=6, min=0, max=50, optional=True,
-                             tooltip="custom: at most this many skipped steps in a row."),
-                *window_inputs(2),
+                max_skips_input(CG.max_skips),
+                *window_inputs(CG.warmup_steps),
             ],
             outputs=[io.Model.Output(tooltip="The model with CG-Taylor attached.")],
         )
@@ -132,12 +136,11 @@ class DiTAccelFirstBlockCache(CachingNode):
             inputs=[
                 io.Model.Input("model", tooltip=MODEL_TIP),
                 preset_input(),
-                io.Float.Input("threshold", default=0.2, min=0.0, max=2.0, step=0.005, optional=True,
+                io.Float.Input("threshold", default=FB.threshold, min=0.0, max=2.0, step=0.005, optional=True,
                                tooltip="custom: skip while the first block's residual changed by less than "
                                        "this (relative L1) since the last full step."),
-                io.Int.Input("max_skips", default=6, min=0, max=50, optional=True,
-                             tooltip="custom: at most this many skipped steps in a row."),
-                *window_inputs(2),
+                max_skips_input(FB.max_skips),
+                *window_inputs(FB.warmup_steps),
             ],
             outputs=[io.Model.Output(tooltip="The model with the first-block cache attached.")],
         )

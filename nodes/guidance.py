@@ -9,6 +9,7 @@ from ..accel_core.guidance import head_search, scene_detector
 from ..accel_core.guidance.apply import apply_softpag
 from ..accel_core.guidance.head_spec import HeadSpecError, parse
 from ..accel_core.guidance.softpag import SoftPAGConfig
+from .inputs import range_error, window_error
 
 CATEGORY = "DiTAccel/guidance"
 HEADS_TIP = ("Which attention heads to perturb: entries separated by ';', each [kind:]block:heads, 0-based; "
@@ -48,13 +49,8 @@ class DiTAccelSoftPAG(io.ComfyNode):
                 parse(heads)
             except HeadSpecError as e:
                 return str(e)
-        for name, value, lo, hi in (("strength", strength, 0.0, 1.0), ("scale", scale, 0.0, 100.0),
-                                    ("start_percent", start_percent, 0.0, 1.0), ("end_percent", end_percent, 0.0, 1.0)):
-            if value is not None and not lo <= value <= hi:
-                return f"{name} must lie in [{lo:g}, {hi:g}], got {value}"
-        if start_percent is not None and end_percent is not None and start_percent >= end_percent:
-            return f"start_percent ({start_percent}) must be below end_percent ({end_percent})"
-        return True
+        return (range_error("strength", strength, 0.0, 1.0) or range_error("scale", scale, 0.0, 100.0)
+                or window_error(start_percent, end_percent) or True)
 
     @classmethod
     def execute(cls, model, heads: str, strength: float, scale: float, start_percent: float = 0.0,

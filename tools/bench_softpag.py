@@ -33,6 +33,8 @@ import dit_runtime
 import pack  # noqa: F401  (registers comfyui_ditaccel)
 import scenes
 from comfy_client import ComfyClient, decode_png
+from comfyui_ditaccel.accel_core.adapters import WAN21
+from comfyui_ditaccel.accel_core.guidance.head_spec import HeadSelection
 from comfyui_ditaccel.accel_core.guidance.headhunter import Head, search
 
 BASELINE = dit_runtime.REPO / "workflows" / "api" / "baseline.json"
@@ -41,11 +43,7 @@ BLOCKS, HEADS = 6, 2  # the embedded model
 
 
 def spec_of(heads: frozenset[Head] | list[Head]) -> str:
-    grouped: dict[int, list[int]] = {}
-    for _, block, h in heads:
-        grouped.setdefault(block, []).append(h)
-    return "; ".join(f"{b}:{'all' if len(hs) == HEADS else ','.join(map(str, sorted(hs)))}"
-                     for b, hs in sorted(grouped.items()))
+    return HeadSelection.from_heads(heads, HEADS).to_spec(WAN21)
 
 
 def prompt_for(base: dict, caption: str, seed: int, heads: str | None, u: float, w: float) -> dict:

@@ -340,9 +340,6 @@ def learning_rate(step: int) -> float:
 
 def stage_dit(max_seconds: float, init_from: Path | None = None) -> None:
     comfy = comfy_imports()
-    data = torch.load(WORK / "data.pt", weights_only=False)
-    if (WORK / "data2.pt").exists():
-        data2 = torch.load(WORK / "data2.pt", weights_only=False)
     torch.manual_seed(S.seed)
     model = build_dit(comfy)
     init_module(model)
@@ -366,11 +363,14 @@ def stage_dit(max_seconds: float, init_from: Path | None = None) -> None:
         opt.load_state_dict(state["opt"])
         step = state["step"]
         gen.set_state(state["gen"])
+    # phase 1's data only when this run still has phase-1 steps (data.pt is 430 MB)
+    data = torch.load(WORK / "data.pt", weights_only=False) if step < S.dit_restart else None
+    data2 = torch.load(WORK / "data2.pt", weights_only=False) if (WORK / "data2.pt").exists() else None
     start = time.time()
     model.train()
     while step < S.dit_total and time.time() - start < max_seconds:
         phase2 = step >= S.dit_restart
-        if phase2 and not (WORK / "data2.pt").exists():
+        if phase2 and data2 is None:
             raise SystemExit("phase 2 needs .train/data2.pt: run --stage data2 first")
         src = data2 if phase2 else data
         emb, empty = src["emb"], src["empty"]

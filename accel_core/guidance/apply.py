@@ -47,10 +47,16 @@ class SoftPAGGuidance:
         return denoised + (args["cond_denoised"] - perturbed) * self.config.scale
 
 
-def selection_for(model: Any, adapter: Any, heads: str) -> HeadSelection:
+def attention_shape(model: Any, adapter: Any) -> tuple[dict[str, int], int]:
+    """Blocks per block list (by replace name) and attention heads per block of `model`."""
     diffusion_model = model.get_model_object("diffusion_model")
     counts = {spec.replace_name: len(getattr(diffusion_model, spec.attr, ())) for spec in adapter.block_lists}
-    return resolve(parse(heads), adapter, counts, int(diffusion_model.num_heads))
+    return counts, int(diffusion_model.num_heads)
+
+
+def selection_for(model: Any, adapter: Any, heads: str) -> HeadSelection:
+    counts, num_heads = attention_shape(model, adapter)
+    return resolve(parse(heads), adapter, counts, num_heads)
 
 
 def apply_softpag(model: Any, config: softpag.SoftPAGConfig) -> Any:

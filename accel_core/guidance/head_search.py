@@ -13,7 +13,7 @@ import torch
 from ..adapters import adapter_for
 from ..comfy_patch import sample_and_decode
 from . import objectives, scene_detector
-from .apply import apply_softpag, selection_for
+from .apply import apply_softpag, attention_shape, selection_for
 from .head_spec import HeadSelection, HeadSpecError
 from .headhunter import Head, SearchResult, search
 from .softpag import SoftPAGConfig
@@ -48,14 +48,11 @@ def objective_function(objective: str, caption: str, reference: torch.Tensor | N
 
 def candidate_heads(model: Any, layers: str) -> tuple[list[Head], HeadSelection, Any]:
     adapter = adapter_for(model.get_model_object("diffusion_model"), method="DiTAccelHeadHunter")
-    if layers.strip() == "all":
-        diffusion_model = model.get_model_object("diffusion_model")
-        two = len(adapter.block_lists) > 1
-        names = {"double_block": "double", "single_block": "single"}
-        layers = "; ".join(f"{names[s.replace_name] + ':' if two else ''}{i}:all"
-                           for s in adapter.block_lists for i in range(len(getattr(diffusion_model, s.attr))))
     try:
-        selection = selection_for(model, adapter, layers)
+        if layers.strip() == "all":
+            selection = HeadSelection.every_head(*attention_shape(model, adapter))
+        else:
+            selection = selection_for(model, adapter, layers)
     except HeadSpecError as e:
         raise HeadSpecError(str(e).replace("heads:", "layers:", 1)) from None
     pool = [(name, block, h) for (name, block), heads in sorted(selection.heads.items()) for h in heads]
@@ -82,10 +79,7 @@ def run_search(model: Any, setup: SearchSetup, layers: str, rounds: int, top_k: 
     pool, selection, adapter = candidate_heads(model, layers)
 
     def spec_of(heads: frozenset[Head]) -> str:
-        grouped: dict[tuple[str, int], list[int]] = {}
-        for name, block, h in heads:
-            grouped.setdefault((name, block), []).append(h)
-        return HeadSelection({k: tuple(sorted(v)) for k, v in grouped.items()}, selection.num_heads).to_spec(adapter)
+        return HeadSelection.from_heads(heads, selection.num_heads).to_spec(adapter)
 
     def score(heads: frozenset[Head]) -> float:
         m = model

@@ -11,6 +11,7 @@ separated by `,`. Examples: `3:all; 5:0,1` (Wan), `double:3:all; single:10:2,5` 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..adapters import ModelAdapter
@@ -77,6 +78,19 @@ class HeadSelection:
 
     def count(self) -> int:
         return sum(len(h) for h in self.heads.values())
+
+    @classmethod
+    def from_heads(cls, heads: Iterable[tuple[str, int, int]], num_heads: int) -> HeadSelection:
+        """From (replace name, block, head) triples, e.g. the head search's chosen set."""
+        grouped: dict[tuple[str, int], set[int]] = {}
+        for name, block, head in heads:
+            grouped.setdefault((name, block), set()).add(head)
+        return cls({k: tuple(sorted(v)) for k, v in grouped.items()}, num_heads)
+
+    @classmethod
+    def every_head(cls, block_counts: dict[str, int], num_heads: int) -> HeadSelection:
+        return cls({(name, i): tuple(range(num_heads)) for name, n in block_counts.items() for i in range(n)},
+                   num_heads)
 
     def to_spec(self, adapter: ModelAdapter) -> str:
         two = len(adapter.block_lists) > 1

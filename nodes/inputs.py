@@ -1,0 +1,19 @@
+"""Checks shared by the nodes' validate_inputs (ComfyUI skips its own range check for inputs named there)."""
+
+from __future__ import annotations
+
+
+def range_error(name: str, value: float | None, lo: float, hi: float) -> str | None:
+    if value is not None and not lo <= value <= hi:
+        return f"{name} must lie in [{lo:g}, {hi:g}], got {value}"
+    return None
+
+
+def window_error(start_percent: float | None, end_percent: float | None) -> str | None:
+    """start_percent / end_percent: each in [0, 1], start below end."""
+    for name, value in (("start_percent", start_percent), ("end_percent", end_percent)):
+        if error := range_error(name, value, 0.0, 1.0):
+            return error
+    if start_percent is not None and end_percent is not None and start_percent >= end_percent:
+        return f"start_percent ({start_percent}) must be below end_percent ({end_percent})"
+    return None
