@@ -48,12 +48,17 @@ class ModelAdapter:
 
     def image_tokens(self, latent_shape: tuple[int, ...]) -> int:
         """Image tokens for a latent of shape (B, C, H, W) or (B, C, T, H, W)."""
+        t, h, w = self.token_grid(latent_shape)
+        return t * h * w
+
+    def token_grid(self, latent_shape: tuple[int, ...]) -> tuple[int, int, int]:
+        """(frames, rows, columns) of image tokens, in the order the model flattens them."""
         pt, ph, pw = self.patch_size
         if len(latent_shape) == 5:
             t, h, w = latent_shape[2:]
         else:
             t, (h, w) = 1, latent_shape[2:]
-        return (-(-t // pt)) * (-(-h // ph)) * (-(-w // pw))
+        return -(-t // pt), -(-h // ph), -(-w // pw)
 
     def block_count(self, diffusion_model: torch.nn.Module) -> int:
         return sum(len(getattr(diffusion_model, b.attr, ())) for b in self.block_lists)

@@ -158,7 +158,8 @@ def _diffusion_model_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
     sigmas = to.get("sigmas")
     call = CallRecord(step=ctx.step, sigma=float(sigmas[0]) if sigmas is not None else float("nan"),
                       streams=stream_labels(to.get("cond_or_uncond")), batch=x.shape[0],
-                      image_tokens=n_img, text_tokens=n_txt, flops_full=full, flops_run=full)
+                      image_tokens=n_img, text_tokens=n_txt, flops_full=full, flops_run=full,
+                      grid=ctx.adapter.token_grid(tuple(x.shape)))
     ctx.current_call = call
     start = time.perf_counter()
     try:

@@ -20,6 +20,7 @@ RAN_FULL = "full"
 RAN_GATED = "gated"  # a gate ran the first block and skipped the rest
 RAN_FORECAST = "forecast"
 RAN_REUSED = "reused"
+RAN_SPARSE = "sparse"  # attention ran block-sparse in at least one block
 
 
 @dataclass
@@ -36,6 +37,16 @@ class CallRecord:
     skipped: str = ""
     seconds: float = 0.0
     gate_error: float = float("nan")  # the skip gate's measured error on this call (gated methods)
+    grid: tuple[int, int, int] = (1, 0, 0)  # image tokens as (frames, rows, columns)
+    # what each attention call of this model call did, e.g. {"sparse": 10, "dense (dense step)": 2}
+    attention: dict[str, int] = field(default_factory=dict)
+
+    def note_attention(self, what: str, flops_saved: float = 0.0) -> None:
+        self.attention[what] = self.attention.get(what, 0) + 1
+        if flops_saved > 0:
+            self.flops_run = max(0.0, self.flops_run - flops_saved)
+            if self.ran == RAN_FULL:
+                self.ran = RAN_SPARSE
 
     def mark_skipped(self, flops: float, what: str, ran: str) -> None:
         """A method skipped `flops` of this call's transformer work; `what` says which part."""
@@ -55,6 +66,7 @@ class StepSummary:
     flops_run: float
     seconds: float
     gate_error: float = float("nan")
+    attention: str = "-"  # what the attention calls did, e.g. "sparse x10, dense (dense step) x2"
 
 
 @dataclass
@@ -77,6 +89,9 @@ class RunRecord:
             ran = Counter(c.ran for c in calls)
             skipped = sorted({c.skipped for c in calls if c.skipped})
             errors = [c.gate_error for c in calls if c.gate_error == c.gate_error]
+            attention: Counter[str] = Counter()
+            for c in calls:
+                attention.update(c.attention)
             out.append(StepSummary(
                 step=step,
                 sigma=calls[0].sigma,
@@ -87,6 +102,7 @@ class RunRecord:
                 flops_run=sum(c.flops_run for c in calls),
                 seconds=sum(c.seconds for c in calls),
                 gate_error=max(errors) if errors else float("nan"),
+                attention=", ".join(f"{k} x{n}" for k, n in attention.items()) or "-",
             ))
         return out
 
@@ -111,11 +127,15 @@ class RunRecord:
             f"{'step':>4}  {'sigma':>8}  {'ran':<18} {'skipped':<28} {'gate err':>8}  {'GFLOP run/full':>16}  "
             f"{'ms':>8}",
         ]
+        with_attention = any(s.attention != "-" for s in steps)
+        if with_attention:
+            lines[-1] += "  attention"
         for s in steps:
             gate = f"{s.gate_error:.4f}" if s.gate_error == s.gate_error else "-"
             lines.append(
                 f"{s.step:>4}  {s.sigma:>8.4f}  {s.ran:<18} {s.skipped:<28} {gate:>8}  "
                 f"{s.flops_run / 1e9:>7.3f}/{s.flops_full / 1e9:<8.3f}  {1000.0 * s.seconds:>8.1f}"
+                + (f"  {s.attention}" if with_attention else "")
             )
         return "\n".join(lines)
 

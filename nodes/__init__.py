@@ -2,6 +2,7 @@
 
 from comfy_api.latest import ComfyExtension, io
 
+from .attention import NODES as ATTENTION_NODES
 from .caching import NODES as CACHING_NODES
 from .guidance import NODES as GUIDANCE_NODES
 from .report import NODES as REPORT_NODES
@@ -9,4 +10,4 @@ from .report import NODES as REPORT_NODES
 
 class DiTAccelExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [*CACHING_NODES, *GUIDANCE_NODES, *REPORT_NODES]
+        return [*CACHING_NODES, *GUIDANCE_NODES, *ATTENTION_NODES, *REPORT_NODES]

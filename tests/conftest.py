@@ -7,8 +7,16 @@ in-process tests, `tools/` for the runtime helpers and `tests/support/` for shar
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
+
+import torch
+
+# The Triton kernels run on the CPU only through the interpreter, and the flag is read when
+# triton is first imported (its own tl.* helpers are jitted then), which ComfyUI's imports do.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = REPO / "tools"

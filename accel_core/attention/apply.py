@@ -1,0 +1,160 @@
+"""Attaching sparse attention to a ComfyUI model (imports ComfyUI only through comfy_patch).
+
+A block patch marks which block is running (0.3.75's Wan does not say); the attention override
+then decides per call: image self-attention (or the image rows of joint attention) in a sparse
+block and step runs through `engine`; everything else goes to the previous override or
+ComfyUI's own function, and the report counts which and why.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..adapters import HOOK_ATTENTION, HOOK_BLOCK_REPLACE, HOOK_DIFFUSION_MODEL
+from ..comfy_patch import attach, set_attention_override, set_block_patches
+from ..run_context import BlockSite, ConfiguredMethod, RunContext
+from . import engine
+from .config import SparseAttentionConfig
+from .dispatch import backend_for
+from .layout import TileLayout
+
+KEY = "ditaccel.sparse_attention"
+BLOCK_KEY = "ditaccel_sparse_block"
+NEEDS = frozenset({HOOK_BLOCK_REPLACE, HOOK_ATTENTION, HOOK_DIFFUSION_MODEL})
+NODE = "DiTAccelSparseAttention"
+
+
+class SiteMarker:
+    """In a block's transformer_options: which block runs, and how many attentions ran in it."""
+
+    def __init__(self, site: BlockSite) -> None:
+        self.site = site
+        self.calls = 0
+
+
+@dataclass
+class SparseRunState:
+    sites: dict[tuple, engine.SiteState] = field(default_factory=dict)
+
+    def site(self, key: tuple) -> engine.SiteState:
+        return self.sites.setdefault(key, engine.SiteState())
+
+
+def block_hook() -> Callable[..., dict]:
+    def hook(args: dict, call_block: Callable[[dict], dict], site: BlockSite, ctx: RunContext | None) -> dict:
+        to = args.get("transformer_options") or {}
+        return call_block({**args, "transformer_options": {**to, BLOCK_KEY: SiteMarker(site)}})
+
+    return hook
+
+
+def _to_bhnd(x: torch.Tensor, heads: int, skip_reshape: bool) -> torch.Tensor:
+    if skip_reshape:
+        return x
+    b, n, hd = x.shape
+    return x.view(b, n, heads, hd // heads).transpose(1, 2)
+
+
+def _from_bhnd(x: torch.Tensor, skip_output_reshape: bool) -> torch.Tensor:
+    if skip_output_reshape:
+        return x
+    b, h, n, d = x.shape
+    return x.transpose(1, 2).reshape(b, n, h * d)
+
+
+def _in_window(config: SparseAttentionConfig, ctx: RunContext) -> bool:
+    if ctx.total_steps == 0:
+        return True
+    share = ctx.step / ctx.total_steps
+    return config.start_percent <= share < config.end_percent or (config.end_percent >= 1.0 and share >= 1.0)
+
+
+def dense_reason(config: SparseAttentionConfig, ctx: RunContext, site: BlockSite, kind: str, q: torch.Tensor,
+                 k: torch.Tensor, mask: Any, n_img: int, skip_reshape: bool) -> str | None:
+    """Why this attention call stays with the previous function (None: it goes sparse)."""
+    if kind == "cross":
+        return "previous (cross-attention)"
+    if mask is not None:
+        return "previous (attention mask)"
+    if ctx.step < config.dense_steps:
+        return "dense (dense step)"
+    if not _in_window(config, ctx):
+        return "dense (outside start/end)"
+    if site.flat_index < config.dense_blocks:
+        return "dense (dense block)"
+    if n_img < config.min_tokens:
+        return f"dense (under {config.min_tokens} image tokens)"
+    n = q.shape[-2] if skip_reshape else q.shape[1]
+    if n != k.shape[-2 if skip_reshape else 1] or n < n_img or (kind == "self" and n != n_img):
+        return "previous (token count not the image's)"
+    return None
+
+
+def attention_hook(config: SparseAttentionConfig) -> Callable[..., torch.Tensor]:
+    def attention(call_next: Callable[..., torch.Tensor], ctx: RunContext | None, q: torch.Tensor,
+                  k: torch.Tensor, v: torch.Tensor, heads: int, *args: Any, **kwargs: Any) -> torch.Tensor:
+        to = kwargs.get("transformer_options") or {}
+        marker: SiteMarker | None = to.get(BLOCK_KEY)
+        call = ctx.current_call if ctx is not None else None
+        if marker is None or call is None:
+            return call_next(q, k, v, heads, *args, **kwargs)
+        kinds = marker.site.spec.attention
+        kind = kinds[min(marker.calls, len(kinds) - 1)]
+        marker.calls += 1
+        mask = args[0] if args else kwargs.get("mask")
+        skip_reshape = bool(kwargs.get("skip_reshape"))
+        reason = dense_reason(config, ctx, marker.site, kind, q, k, mask, call.image_tokens, skip_reshape)
+        qh, kh, vh = (_to_bhnd(x, heads, skip_reshape) for x in (q, k, v))
+        layout = TileLayout(call.grid, config.query_tile, config.key_tile)
+        if reason is None:
+            _, why_not = backend_for(qh, layout.block_q, layout.block_k)
+            if why_not is not None and qh.is_cuda:
+                reason = f"previous (Triton: {why_not})"
+        if reason is not None:
+            call.note_attention(reason)
+            return call_next(q, k, v, heads, *args, **kwargs)
+        n_img = call.image_tokens
+        n_txt = qh.shape[-2] - n_img  # joint attention: the model puts text first
+        state: SparseRunState = ctx.state(KEY)
+        site = state.site((marker.site.flat_index, marker.calls, call.streams, tuple(qh.shape)))
+        img = slice(n_txt, None)
+        outcome = engine.sparse_attention(qh[..., img, :], kh[..., img, :], vh[..., img, :], layout, config,
+                                          ctx.step, site)
+        out_img = outcome.out
+        if n_txt:
+            out_img = _merge_text_keys(qh[..., img, :], kh[..., :n_txt, :], vh[..., :n_txt, :], outcome)
+            # text rows attend to everything, as in the model
+            out_txt = torch.nn.functional.scaled_dot_product_attention(qh[..., :n_txt, :], kh, vh)
+            out = torch.cat([out_txt, out_img.to(out_txt.dtype)], dim=-2)
+        else:
+            out = out_img
+        d = qh.shape[-1]
+        saved = 4.0 * qh.shape[0] * qh.shape[1] * n_img * n_img * d * (1.0 - outcome.kept)
+        call.note_attention(f"sparse ({config.method}, {outcome.backend})", saved)
+        return _from_bhnd(out.to(q.dtype), bool(kwargs.get("skip_output_reshape")))
+
+    return attention
+
+
+def _merge_text_keys(q: torch.Tensor, k_txt: torch.Tensor, v_txt: torch.Tensor,
+                     image_part: engine.Outcome) -> torch.Tensor:
+    """Image rows: the image-key part (out, lse) merged with exact attention to the text keys."""
+    s = torch.matmul(q.float(), k_txt.float().transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    lse_txt = torch.logsumexp(s, -1)
+    out_txt = torch.matmul(torch.softmax(s, -1), v_txt.float())
+    lse = torch.logaddexp(image_part.lse, lse_txt)
+    w_img = torch.exp(image_part.lse - lse).unsqueeze(-1)
+    return w_img * image_part.out.float() + (1 - w_img) * out_txt
+
+
+def apply_sparse_attention(model: Any, config: SparseAttentionConfig) -> Any:
+    method = ConfiguredMethod(KEY, config, lambda c, run: SparseRunState())
+    m, adapter = attach(model, method, NEEDS, name=NODE)
+    set_block_patches(m, adapter, KEY, block_hook())
+    set_attention_override(m, KEY, attention_hook(config))
+    return m

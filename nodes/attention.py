@@ -1,0 +1,73 @@
+"""Sparse attention node: DiTAccelSparseAttention."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..accel_core.attention.apply import apply_sparse_attention
+from ..accel_core.attention.config import METHODS, PRESET_NAMES, PRESETS, SparseAttentionConfig, preset_config
+from .inputs import range_error, window_error
+
+CATEGORY = "DiTAccel/attention"
+BALANCED = PRESETS["balanced"]
+METHOD_TIP = ("grat: static neighbourhood of each tile; pisa: exact top blocks + Taylor estimate of the rest; "
+              "svg2: k-means reordering + top-p blocks; draft: low-resolution attention map picks blocks; "
+              "rettention: very sparse window, rescaled by statistics of full steps.")
+
+
+class DiTAccelSparseAttention(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DiTAccelSparseAttention",
+            display_name="DiT Accel Sparse Attention",
+            category=CATEGORY,
+            description="Block-sparse image self-attention (GRAT, PISA, Sparse VideoGen2, DraftAttention, "
+                        "Re-ttention): each query tile attends exactly to the chosen key tiles. Pays off at "
+                        "large images and videos (thousands of tokens), where attention is most of the work. "
+                        "Chains with other attention patches and stacks with the caching nodes.",
+            inputs=[
+                io.Model.Input("model", tooltip="The diffusion model (Wan 2.x or Flux)."),
+                io.Combo.Input("preset", options=list(PRESET_NAMES), default="balanced",
+                               tooltip="quality / balanced / fast: density, dense steps and dense blocks "
+                                       "calibrated on the embedded model (see README); custom: the inputs below."),
+                io.Combo.Input("method", options=list(METHODS), default="draft", tooltip=METHOD_TIP),
+                io.Float.Input("density", default=float(BALANCED["density"]), min=0.01, max=1.0, step=0.01,
+                               optional=True, tooltip="custom: share of key blocks computed exactly per query "
+                                                      "block (svg2: the cap of its top-p budget)."),
+                io.Int.Input("dense_steps", default=int(BALANCED["dense_steps"]), min=0, max=200, optional=True,
+                             tooltip="custom: this many first steps use full attention."),
+                io.Int.Input("dense_blocks", default=int(BALANCED["dense_blocks"]), min=0, max=200, optional=True,
+                             tooltip="custom: this many first transformer blocks use full attention."),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01, optional=True,
+                               tooltip="Sparse attention starts at this share of the steps."),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01, optional=True,
+                               tooltip="Sparse attention ends at this share of the steps."),
+                io.Boolean.Input("estimate_skipped", default=True, optional=True,
+                                 tooltip="Estimate the skipped key blocks from their means (PISA's Taylor "
+                                         "estimate) instead of dropping them; pisa always does."),
+            ],
+            outputs=[io.Model.Output(tooltip="The model with sparse attention attached.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, preset: str | None = None, method: str | None = None, density: float | None = None,
+                        start_percent: float | None = None, end_percent: float | None = None) -> bool | str:
+        if preset is not None and preset not in PRESET_NAMES:
+            return f"preset must be one of {', '.join(PRESET_NAMES)}, got {preset!r}"
+        if method is not None and method not in METHODS:
+            return f"method must be one of {', '.join(METHODS)}, got {method!r}"
+        return range_error("density", density, 0.01, 1.0) or window_error(start_percent, end_percent) or True
+
+    @classmethod
+    def execute(cls, model, preset: str, method: str, density: float = BALANCED["density"],
+                dense_steps: int = BALANCED["dense_steps"], dense_blocks: int = BALANCED["dense_blocks"],
+                start_percent: float = 0.0, end_percent: float = 1.0, estimate_skipped: bool = True
+                ) -> io.NodeOutput:
+        config: SparseAttentionConfig = preset_config(
+            preset, method, density=density, dense_steps=dense_steps, dense_blocks=dense_blocks,
+            start_percent=start_percent, end_percent=end_percent, estimate_skipped=estimate_skipped)
+        return io.NodeOutput(apply_sparse_attention(model, config))
+
+
+NODES = [DiTAccelSparseAttention]

@@ -1,0 +1,105 @@
+"""Sparse attention on a real ComfyUI model in process: it engages, chains, falls back and reports."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from comfy_fixtures import WAN_FILE, load_model, sample
+from comfyui_ditaccel.accel_core.attention.apply import apply_sparse_attention
+from comfyui_ditaccel.accel_core.attention.config import SparseAttentionConfig
+from comfyui_ditaccel.accel_core.caching.apply import apply_taylorseer
+from comfyui_ditaccel.accel_core.caching.taylorseer import TaylorSeerConfig
+from comfyui_ditaccel.accel_core.comfy_patch import report_holder
+from comfyui_ditaccel.accel_core.metrics import psnr
+
+SIZE = (256, 256)  # 32 x 32 latent → 16 x 16 = 256 image tokens: four 8 x 8 query tiles
+
+
+def config(**kw) -> SparseAttentionConfig:
+    base = {"method": "draft", "density": 0.5, "dense_steps": 1, "dense_blocks": 1, "query_tile": 8,
+            "key_tile": 4, "min_tokens": 64}
+    return SparseAttentionConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def wan():
+    return load_model(WAN_FILE)
+
+
+@pytest.fixture(scope="module")
+def baseline(wan):
+    return sample(wan, steps=4, size=SIZE)
+
+
+def attention_counts(model) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for call in report_holder(model).latest.calls:
+        for k, n in call.attention.items():
+            counts[k] = counts.get(k, 0) + n
+    return counts
+
+
+@pytest.mark.parametrize("method", ["grat", "pisa", "svg2", "draft", "rettention"])
+def test_each_method_engages_and_stays_close(wan, baseline, method):
+    m = apply_sparse_attention(wan, config(method=method))
+    out = sample(m, steps=4, size=SIZE)
+    counts = attention_counts(m)
+    blocks = len(wan.get_model_object("diffusion_model").blocks)
+    # one batched CFG call per step; sparse after the dense step, in every block but the first
+    assert counts[f"sparse ({method}, torch)"] == 3 * (blocks - 1)
+    assert counts["dense (dense step)"] == blocks
+    assert counts["dense (dense block)"] == 3
+    assert counts["previous (cross-attention)"] == 4 * blocks
+    record = report_holder(m).latest
+    assert record.flops_share < 1.0
+    assert "sparse" in record.summary()
+    assert torch.isfinite(out).all()
+    assert not torch.equal(out, baseline)
+    assert psnr(out, baseline, data_range=float(baseline.max() - baseline.min())) > 15
+
+
+def test_density_one_without_estimate_matches_the_baseline(wan, baseline):
+    m = apply_sparse_attention(wan, config(density=1.0, estimate_skipped=False, dense_steps=0, dense_blocks=0))
+    out = sample(m, steps=4, size=SIZE)
+    assert (out - baseline).abs().max() < 1e-3
+
+
+def test_previous_override_still_runs_the_dense_part(wan, baseline):
+    seen = {"previous": 0}
+
+    def previous(func, *args, **kwargs):
+        seen["previous"] += 1
+        return func(*args, **kwargs)
+
+    base = wan.clone()
+    base.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = previous
+    m = apply_sparse_attention(base, config())
+    sample(m, steps=4, size=SIZE)
+    counts = attention_counts(m)
+    dense = sum(n for k, n in counts.items() if not k.startswith("sparse"))
+    assert seen["previous"] == dense > 0
+
+
+def test_small_images_and_masks_fall_back_with_a_reason(wan, baseline):
+    m = apply_sparse_attention(wan, config(min_tokens=1024))
+    out = sample(m, steps=4, size=SIZE)
+    assert torch.equal(out, baseline)
+    counts = attention_counts(m)
+    assert not any(k.startswith("sparse") for k in counts)
+    assert counts["dense (under 1024 image tokens)"] > 0
+
+
+def test_stacks_with_taylorseer(wan):
+    ts = TaylorSeerConfig(interval=2, order=0, warmup_steps=1)
+    both = apply_sparse_attention(apply_taylorseer(wan, ts), config())
+    sample(both, steps=6, size=SIZE)
+    record = report_holder(both).latest
+    ran = {s.ran for s in record.steps()}
+    assert "forecast" in ran and "sparse" in ran
+
+
+def test_batch_two_and_a_rectangular_size(wan):
+    m = apply_sparse_attention(wan, config())
+    out = sample(m, steps=3, size=(256, 384), batch=2)
+    assert out.shape[0] == 2 and torch.isfinite(out).all()
+    assert any(k.startswith("sparse") for k in attention_counts(m))
