@@ -235,7 +235,8 @@ class AttentionOverride:
     """transformer_options["optimized_attention_override"] that chains to the previous override.
 
     `fn(call_next, ctx, q, k, v, heads, **kwargs)`; `call_next(q, k, v, heads, **kwargs)` runs the
-    previous override, or ComfyUI's own attention function when there was none.
+    previous override, or ComfyUI's own attention function when there was none;
+    `call_next.with_base(f)` is the same chain with `f` in place of ComfyUI's function.
     """
 
     def __init__(self, owner: str, fn: AttentionFn, previous: Callable[..., torch.Tensor] | None) -> None:
@@ -249,11 +250,18 @@ class AttentionOverride:
     def __call__(self, func: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> torch.Tensor:
         previous = self.previous
 
-        def call_next(*a: Any, **kw: Any) -> torch.Tensor:
-            if previous is not None:
-                return previous(func, *a, **kw)
-            return func(*a, **kw)
+        def with_base(base: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+            def run(*a: Any, **kw: Any) -> torch.Tensor:
+                if previous is not None:
+                    return previous(base, *a, **kw)
+                return base(*a, **kw)
 
+            return run
+
+        call_next = with_base(func)
+        # a method that computes attention itself hands its function down as the chain's base, so
+        # overrides that post-process attention (e.g. SoftPAG's head mixing) still apply to its output
+        call_next.with_base = with_base  # type: ignore[attr-defined]
         ctx = run_context(kwargs.get("transformer_options") or {})
         return self.fn(call_next, ctx, *args, **kwargs)
 

@@ -47,6 +47,13 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Te
     return torch.matmul(p, v.float()).to(q.dtype), lse
 
 
+def _blocks(x: torch.Tensor, length: int) -> torch.Tensor:
+    """(BH, N, D) zero-padded to `length` tokens; no copy when it already has them."""
+    if x.shape[1] == length:
+        return x.contiguous()
+    return torch.nn.functional.pad(x, (0, 0, 0, length - x.shape[1]))
+
+
 def block_sparse_attention_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_index: torch.Tensor,
                                kv_count: torch.Tensor, block_q: int, block_k: int,
                                scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,21 +62,24 @@ def block_sparse_attention_cpu(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     nk = k.shape[-2]
     nqb, nkb = n_blocks(nq, block_q), n_blocks(nk, block_k)
     bh = b * h
-    qb = torch.nn.functional.pad(q.reshape(bh, nq, d), (0, 0, 0, nqb * block_q - nq)).view(bh * nqb, block_q, d)
-    # One extra all-padding key block per (b, h): the target of padded index entries.
-    pad_k = (nkb + 1) * block_k - nk
-    kb = torch.nn.functional.pad(k.reshape(bh, nk, d), (0, 0, 0, pad_k)).view(bh * (nkb + 1), block_k, d)
-    vb = torch.nn.functional.pad(v.reshape(bh, nk, d), (0, 0, 0, pad_k)).view(bh * (nkb + 1), block_k, d)
-    key_valid = torch.arange((nkb + 1) * block_k, device=q.device) < nk
-
     counts = kv_count.reshape(-1).long()
     index = kv_index.reshape(bh * nqb, -1).long()
     kmax = index.shape[-1]
-    slots = torch.arange(kmax, device=q.device)
-    index = torch.where(slots < counts.unsqueeze(-1), index, torch.full_like(index, nkb))
-    base = torch.arange(bh, device=q.device).repeat_interleave(nqb) * (nkb + 1)
+    # padding costs a copy of q, k and v: only when a block is short or a row lists fewer blocks
+    # than its chunk (then the extra all-padding key block number nkb is the target of the unused slots)
+    ragged = bool((counts < kmax).any())
+    kblocks = nkb + 1 if ragged else nkb
+    qb = _blocks(q.reshape(bh, nq, d), nqb * block_q).view(bh * nqb, block_q, d)
+    kb = _blocks(k.reshape(bh, nk, d), kblocks * block_k).view(bh * kblocks, block_k, d)
+    vb = _blocks(v.reshape(bh, nk, d), kblocks * block_k).view(bh * kblocks, block_k, d)
+    key_valid = torch.arange(kblocks * block_k, device=q.device) < nk
+
+    if ragged:
+        slots = torch.arange(kmax, device=q.device)
+        index = torch.where(slots < counts.unsqueeze(-1), index, torch.full_like(index, nkb))
+    base = torch.arange(bh, device=q.device).repeat_interleave(nqb) * kblocks
     global_index = index + base.unsqueeze(-1)
-    key_valid_blocks = key_valid.view(nkb + 1, block_k)
+    key_valid_blocks = key_valid.view(kblocks, block_k)
 
     out = torch.zeros(bh * nqb, block_q, d, dtype=q.dtype, device=q.device)
     lse = torch.full((bh * nqb, block_q), float("-inf"), device=q.device)

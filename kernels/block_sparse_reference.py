@@ -6,7 +6,8 @@ Layout shared by every implementation in `kernels/`:
 - Query blocks are `block_q` consecutive rows, key blocks `block_k` consecutive keys; the
   last block of each may be short.
 - `kv_index` (B, H, nQb, K) integer key-block ids per query block, `kv_count` (B, H, nQb): only
-  the first `kv_count` entries of a row are used (the rest is padding, any value).
+  the first `kv_count` entries of a row are used (the rest is padding, any value); the ids
+  in a row must be distinct (the kernels would count a repeated block twice).
 - Results: `out` (B, H, Nq, D) in q's dtype and `lse` (B, H, Nq) float32, the natural-log
   sum of exp(scale · q·k) over the keys kept; a row that keeps nothing has out 0, lse -inf.
 """

@@ -81,14 +81,14 @@ def dense_reason(config: SparseAttentionConfig, ctx: RunContext, site: BlockSite
         return "previous (cross-attention)"
     if mask is not None:
         return "previous (attention mask)"
+    if n_img < config.min_tokens:
+        return f"dense (under {config.min_tokens} image tokens)"
     if ctx.step < config.dense_steps:
         return "dense (dense step)"
     if not _in_window(config, ctx):
         return "dense (outside start/end)"
     if site.flat_index < config.dense_blocks:
         return "dense (dense block)"
-    if n_img < config.min_tokens:
-        return f"dense (under {config.min_tokens} image tokens)"
     n = q.shape[-2] if skip_reshape else q.shape[1]
     if n != k.shape[-2 if skip_reshape else 1] or n < n_img or (kind == "self" and n != n_img):
         return "previous (token count not the image's)"
@@ -109,36 +109,46 @@ def attention_hook(config: SparseAttentionConfig) -> Callable[..., torch.Tensor]
         mask = args[0] if args else kwargs.get("mask")
         skip_reshape = bool(kwargs.get("skip_reshape"))
         reason = dense_reason(config, ctx, marker.site, kind, q, k, mask, call.image_tokens, skip_reshape)
-        qh, kh, vh = (_to_bhnd(x, heads, skip_reshape) for x in (q, k, v))
-        layout = TileLayout(call.grid, config.query_tile, config.key_tile)
-        if reason is None:
-            _, why_not = backend_for(qh, layout.block_q, layout.block_k)
-            if why_not is not None and qh.is_cuda:
-                reason = f"previous (Triton: {why_not})"
+        if reason is None and q.is_cuda:
+            layout = TileLayout(call.grid, config.query_tile, config.key_tile)
+            _, why_not = backend_for(_to_bhnd(q, heads, skip_reshape), layout.block_q, layout.block_k)
+            reason = f"previous (Triton: {why_not})" if why_not else None
         if reason is not None:
             call.note_attention(reason)
             return call_next(q, k, v, heads, *args, **kwargs)
-        n_img = call.image_tokens
-        n_txt = qh.shape[-2] - n_img  # joint attention: the model puts text first
-        state: SparseRunState = ctx.state(KEY)
-        site = state.site((marker.site.flat_index, marker.calls, call.streams, tuple(qh.shape)))
-        img = slice(n_txt, None)
-        outcome = engine.sparse_attention(qh[..., img, :], kh[..., img, :], vh[..., img, :], layout, config,
-                                          ctx.step, site)
-        out_img = outcome.out
-        if n_txt:
-            out_img = _merge_text_keys(qh[..., img, :], kh[..., :n_txt, :], vh[..., :n_txt, :], outcome)
-            # text rows attend to everything, as in the model
-            out_txt = torch.nn.functional.scaled_dot_product_attention(qh[..., :n_txt, :], kh, vh)
-            out = torch.cat([out_txt, out_img.to(out_txt.dtype)], dim=-2)
-        else:
-            out = out_img
-        d = qh.shape[-1]
-        saved = 4.0 * qh.shape[0] * qh.shape[1] * n_img * n_img * d * (1.0 - outcome.kept)
-        call.note_attention(f"sparse ({config.method}, {outcome.backend})", saved)
-        return _from_bhnd(out.to(q.dtype), bool(kwargs.get("skip_output_reshape")))
+
+        def sparse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, *args: Any,
+                   **kwargs: Any) -> torch.Tensor:
+            return _sparse_call(config, ctx, marker, q, k, v, heads, kwargs)
+
+        # the previous overrides run on top of the sparse computation (it is their base function)
+        return call_next.with_base(sparse)(q, k, v, heads, *args, **kwargs)
 
     return attention
+
+
+def _sparse_call(config: SparseAttentionConfig, ctx: RunContext, marker: SiteMarker, q: torch.Tensor,
+                 k: torch.Tensor, v: torch.Tensor, heads: int, kwargs: dict) -> torch.Tensor:
+    call = ctx.current_call
+    skip_reshape = bool(kwargs.get("skip_reshape"))
+    qh, kh, vh = (_to_bhnd(x, heads, skip_reshape) for x in (q, k, v))
+    layout = TileLayout(call.grid, config.query_tile, config.key_tile)
+    n_img = call.image_tokens
+    n_txt = qh.shape[-2] - n_img  # joint attention: the model puts text first
+    state: SparseRunState = ctx.state(KEY)
+    site = state.site((marker.site.flat_index, marker.calls, call.streams, tuple(qh.shape)))
+    img = slice(n_txt, None)
+    outcome = engine.sparse_attention(qh[..., img, :], kh[..., img, :], vh[..., img, :], layout, config, ctx.step,
+                                      site)
+    out = outcome.out
+    if n_txt:
+        out_img = _merge_text_keys(qh[..., img, :], kh[..., :n_txt, :], vh[..., :n_txt, :], outcome)
+        # text rows attend to everything, as in the model
+        out_txt = torch.nn.functional.scaled_dot_product_attention(qh[..., :n_txt, :], kh, vh)
+        out = torch.cat([out_txt, out_img.to(out_txt.dtype)], dim=-2)
+    saved = 4.0 * qh.shape[0] * qh.shape[1] * n_img * n_img * qh.shape[-1] * (1.0 - outcome.kept)
+    call.note_attention(f"sparse ({config.method}, {outcome.backend})", saved)
+    return _from_bhnd(out.to(q.dtype), bool(kwargs.get("skip_output_reshape")))
 
 
 def _merge_text_keys(q: torch.Tensor, k_txt: torch.Tensor, v_txt: torch.Tensor,

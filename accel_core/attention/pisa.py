@@ -29,11 +29,12 @@ class BlockStats:
     k_mean: torch.Tensor  # (B, H, nKb, D)
     v_sum: torch.Tensor  # (B, H, nKb, D)
     sizes: torch.Tensor  # (nKb,)
-    spread: torch.Tensor  # (B, H, nKb, D, D): H_j
+    shared_spread: torch.Tensor  # (B, H, D, D): Σ_j H_j
     k_var: torch.Tensor  # (B, H, nKb, D): per-channel variance of the keys in each block
+    spread_norm: torch.Tensor | None = None  # (B, H, nKb): ‖H_j‖, for PISA's ranking only
 
 
-def block_stats(k: torch.Tensor, v: torch.Tensor, block: int) -> BlockStats:
+def block_stats(k: torch.Tensor, v: torch.Tensor, block: int, per_block_spread: bool = False) -> BlockStats:
     n = k.shape[-2]
     nkb = n_blocks(n, block)
     pad = nkb * block - n
@@ -42,19 +43,23 @@ def block_stats(k: torch.Tensor, v: torch.Tensor, block: int) -> BlockStats:
     sizes[-1] = block - pad
     vf = torch.nn.functional.pad(v.float(), (0, 0, 0, pad)).unflatten(-2, (nkb, block))
     kf = torch.nn.functional.pad(k.float(), (0, 0, 0, pad)).unflatten(-2, (nkb, block))
-    valid = (torch.arange(nkb * block, device=k.device) < n).float().view(nkb, block, 1)
-    centred = (kf - k_mean.unsqueeze(-2)) * valid
-    spread = torch.matmul(centred.transpose(-1, -2), vf)
+    centred = kf - k_mean.unsqueeze(-2)
+    if pad:
+        centred[..., -1, block - pad:, :] = 0.0
     k_var = (centred * centred).sum(-2) / sizes.view(-1, 1)
-    return BlockStats(k_mean, vf.sum(-2), sizes, spread, k_var)
+    # Σ_j H_j is one (D x N)(N x D) product; the per-block H_j only for PISA's ranking
+    flat_c, flat_v = centred.flatten(-3, -2), vf.flatten(-3, -2)
+    shared = torch.matmul(flat_c.transpose(-1, -2), flat_v)
+    norm = torch.linalg.matrix_norm(torch.matmul(centred.transpose(-1, -2), vf)) if per_block_spread else None
+    return BlockStats(k_mean, vf.sum(-2), sizes, shared, k_var, norm)
 
 
 def select(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: TileLayout,
            density: float) -> tuple[Selection, BlockStats]:
     scale = 1.0 / math.sqrt(q.shape[-1])
-    stats = block_stats(k, v, layout.block_k)
+    stats = block_stats(k, v, layout.block_k, per_block_spread=True)
     q_mean = block_mean_reference(q, layout.block_q)
-    bias = torch.log(torch.linalg.matrix_norm(stats.spread) + 1e-5)
+    bias = torch.log(stats.spread_norm + 1e-5)
     scores = torch.matmul(q_mean, stats.k_mean.transpose(-1, -2)) * scale + bias.unsqueeze(-2)
     index, count = top_k(scores, budget(density, scores.shape[-1]))
     return Selection(index, count, approximate_rest=True), stats
@@ -65,24 +70,25 @@ def add_estimate(q: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, selectio
     """Merge the exact part (out, lse over the kept blocks) with the estimate of the skipped ones;
     returns the output and the log of the estimated full denominator."""
     scale = 1.0 / math.sqrt(q.shape[-1])
+    b, h, n, _ = q.shape
     nkb = stats.k_mean.shape[-2]
-    kept = block_mask(selection.kv_index, selection.kv_count, nkb)  # (B, H, nQb, nKb)
-    kept = kept.repeat_interleave(block_q, dim=-2)[..., : q.shape[-2], :]
-    qf = q.float()
-    s = torch.matmul(qf, stats.k_mean.transpose(-1, -2)) * scale  # (B, H, N, nKb)
+    nqb = n_blocks(n, block_q)
+    kept = block_mask(selection.kv_index, selection.kv_count, nkb).unsqueeze(-2)  # (B, H, nQb, 1, nKb)
+    qf = torch.nn.functional.pad(q.float(), (0, 0, 0, nqb * block_q - n))
     # Σ_t exp(q·k_t) over a block is n·exp(q·k̄)·E[exp(q·(k_t − k̄))]; the expectation's second-order
     # term with a diagonal covariance, ½·Σ_d q_d²σ²_d, removes most of the zeroth order's underestimate
-    # of spread-out blocks (measured on the embedded model's captured q/k/v)
-    s = s + 0.5 * scale * scale * torch.matmul(qf * qf, stats.k_var.transpose(-1, -2))
-    s = s.masked_fill(kept, float("-inf"))
+    # of spread-out blocks (measured on the embedded model's captured q/k/v). In place: this runs on
+    # every sparse call and its (tokens x key blocks) tensors are the largest it makes.
+    s = torch.matmul(qf, (stats.k_mean * scale).transpose(-1, -2))
+    s.add_(torch.matmul(qf * qf, (stats.k_var * (0.5 * scale * scale)).transpose(-1, -2)))
+    s.view(b, h, nqb, block_q, nkb).masked_fill_(kept, float("-inf"))
+    s = s[..., :n, :]
     m = torch.maximum(s.amax(-1), lse)
     m = torch.where(torch.isinf(m), torch.zeros_like(m), m)
-    w = torch.exp(s - m.unsqueeze(-1))  # skipped blocks' weight per token, relative to exp(m)
+    w = s.sub_(m.unsqueeze(-1)).exp_()  # skipped blocks' weight per token, relative to exp(m)
     exact = torch.exp(lse - m)
-    approx_mass = w @ stats.sizes  # (B, H, N)
-    numerator = exact.unsqueeze(-1) * out.float() + w @ stats.v_sum
-    shared_spread = stats.spread.sum(-3)  # (B, H, D, D)
-    numerator += scale * (w.sum(-1) / nkb).unsqueeze(-1) * torch.matmul(qf, shared_spread)
-    denominator = exact + approx_mass
-    denominator = denominator.clamp_min(1e-30)
-    return (numerator / denominator.unsqueeze(-1)).to(out.dtype), m + denominator.log()
+    denominator = (w @ stats.sizes).add_(exact).clamp_min_(1e-30)
+    numerator = torch.matmul(w, stats.v_sum).addcmul_(exact.unsqueeze(-1), out.float())
+    first_order = (w.sum(-1) * (scale / nkb)).unsqueeze(-1)
+    numerator.addcmul_(first_order, torch.matmul(qf[..., :n, :], stats.shared_spread))
+    return numerator.div_(denominator.unsqueeze(-1)).to(out.dtype), m + denominator.log()

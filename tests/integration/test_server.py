@@ -12,7 +12,7 @@ from graphs import LOADER, SAMPLER, add_report, insert_model_node, set_steps
 from workflow_ui import strip_meta, ui_to_api
 
 OUR_NODES = ("DiTAccelReport", "DiTAccelRecord", "DiTAccelTaylorSeer", "DiTAccelCGTaylor", "DiTAccelFirstBlockCache",
-             "DiTAccelSoftPAG", "DiTAccelHeadHunter")
+             "DiTAccelSoftPAG", "DiTAccelHeadHunter", "DiTAccelSparseAttention")
 
 
 def test_object_info_lists_our_nodes_with_a_tooltip_on_every_input(object_info):

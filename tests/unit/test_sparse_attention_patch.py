@@ -64,11 +64,13 @@ def test_density_one_without_estimate_matches_the_baseline(wan, baseline):
     assert (out - baseline).abs().max() < 1e-3
 
 
-def test_previous_override_still_runs_the_dense_part(wan, baseline):
-    seen = {"previous": 0}
+def test_previous_override_runs_on_every_call_with_the_sparse_result_as_its_base(wan):
+    seen = {"previous": 0, "sparse base": 0}
 
     def previous(func, *args, **kwargs):
         seen["previous"] += 1
+        if getattr(func, "__name__", "") == "sparse":
+            seen["sparse base"] += 1
         return func(*args, **kwargs)
 
     base = wan.clone()
@@ -76,8 +78,9 @@ def test_previous_override_still_runs_the_dense_part(wan, baseline):
     m = apply_sparse_attention(base, config())
     sample(m, steps=4, size=SIZE)
     counts = attention_counts(m)
-    dense = sum(n for k, n in counts.items() if not k.startswith("sparse"))
-    assert seen["previous"] == dense > 0
+    sparse = sum(n for k, n in counts.items() if k.startswith("sparse"))
+    assert seen["previous"] == sum(counts.values())
+    assert seen["sparse base"] == sparse > 0
 
 
 def test_small_images_and_masks_fall_back_with_a_reason(wan, baseline):

@@ -1,0 +1,148 @@
+"""Sparse attention end to end on the embedded model at four times its width and height.
+
+    .venv/bin/python tools/bench_sparse_e2e.py [--size 1024] [--steps 28] [--cases 1] [--reps 2]
+
+At 1024 px the embedded model sees 64 x 64 = 4096 image tokens (16x its default), where
+attention is most of the transformer's work, as in real video models. One ComfyUI server,
+runs alternated (baseline, each configuration, baseline, ...), held-out captions and seeds.
+For each configuration: speed-up of the whole prompt over the dense baseline at that size,
+transformer FLOPs run, PSNR / SSIM of the image against the dense image, and, for sparse
+attention, the speed bound its settings allow (attention share of FLOPs, dense steps and
+blocks). DiTAccelTaylorSeer and its combination with sparse attention are measured alongside:
+the combined speed-up is compared with the product of the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_caching as bc
+import dit_runtime
+import pack  # noqa: F401
+from comfy_client import ComfyClient
+from comfyui_ditaccel.accel_core.attention.config import PRESETS
+
+LATENT = "5"
+DIM, BLOCKS, TEXT_TOKENS = 256, 6, 77  # the embedded model
+
+
+@dataclass(frozen=True)
+class Chain:
+    name: str
+    nodes: tuple[tuple[str, dict], ...] = ()
+    sparse_preset: str | None = None
+
+
+def chains(methods: list[str], preset: str, combine: str) -> list[Chain]:
+    out = [Chain("baseline")]
+    for m in methods:
+        out.append(Chain(f"sparse {m} {preset}", (("DiTAccelSparseAttention", {"preset": preset, "method": m}),),
+                         preset))
+    ts = ("DiTAccelTaylorSeer", {"preset": "balanced"})
+    out.append(Chain("TaylorSeer balanced", (ts,)))
+    out.append(Chain(f"TaylorSeer balanced + sparse {combine} {preset}",
+                     (ts, ("DiTAccelSparseAttention", {"preset": preset, "method": combine})), preset))
+    return out
+
+
+def build(base: dict, chain: Chain, caption: str, seed: int, steps: int, size: int) -> dict:
+    p = copy.deepcopy(base)
+    p[bc.POSITIVE]["inputs"]["text"] = caption
+    p[bc.SAMPLER]["inputs"]["seed"] = seed
+    p[bc.SAMPLER]["inputs"]["steps"] = steps
+    p[LATENT]["inputs"]["width"] = p[LATENT]["inputs"]["height"] = size
+    model = [bc.SHIFT, 0]
+    for i, (node, inputs) in enumerate(chain.nodes):
+        key = str(60 + i)
+        p[key] = {"class_type": node, "inputs": {"model": model, **inputs}}
+        model = [key, 0]
+    p[bc.RECORD] = {"class_type": "DiTAccelRecord", "inputs": {"model": model}}
+    p[bc.SAMPLER]["inputs"]["model"] = [bc.RECORD, 0]
+    p[bc.REPORT] = {"class_type": "DiTAccelReport", "inputs": {"model": [bc.RECORD, 0], "latent": [bc.SAMPLER, 0]}}
+    return p
+
+
+def attention_share(tokens: int, gflop_per_step: float) -> float:
+    """Image self-attention's share of one step's transformer FLOPs (cond + uncond)."""
+    return 2 * BLOCKS * 4.0 * tokens * tokens * DIM / (gflop_per_step * 1e9)
+
+
+def bound(share: float, preset: str, steps: int) -> float:
+    s = PRESETS[preset]
+    sparse_part = share * (steps - s["dense_steps"]) / steps * (BLOCKS - s["dense_blocks"]) / BLOCKS
+    return 1.0 / (1.0 - sparse_part * (1.0 - s["density"]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--steps", type=int, default=28)
+    ap.add_argument("--cases", type=int, default=1)
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--preset", default="balanced", choices=list(PRESETS))
+    ap.add_argument("--methods", nargs="+", default=["grat", "pisa", "svg2", "draft", "rettention"])
+    ap.add_argument("--combine", default="pisa", help="sparse method combined with TaylorSeer")
+    ap.add_argument("--split", default="measure", choices=list(bc.SPLITS))
+    ap.add_argument("--out", type=Path, default=dit_runtime.REPO / "out" / "bench_sparse_e2e")
+    a = ap.parse_args(argv)
+    a.out.mkdir(parents=True, exist_ok=True)
+    base = json.loads(bc.BASELINE.read_text())
+    configs = chains(a.methods, a.preset, a.combine)
+    memory = bc.Memory()
+    runs: dict[str, list[list[bc.Run]]] = {c.name: [] for c in configs}
+    case_list = bc.cases(a.split, a.cases)
+    with dit_runtime.running_server(cache_none=False, started=lambda proc: setattr(memory, "pid", proc.pid)) as url:
+        client = ComfyClient(url)
+        client.run(build(base, configs[0], case_list[0][0], 1, 2, a.size))  # load the models
+        for ci, (caption, seed) in enumerate(case_list):
+            for c in configs:
+                runs[c.name].append([])
+            for rep in range(a.reps):
+                for c in configs:
+                    runs[c.name][ci].append(bc.run_once(client, memory, build(base, c, caption, seed, a.steps, a.size)))
+                    r = runs[c.name][ci][-1]
+                    print(f"[bench] case {ci} rep {rep} {c.name}: {r.seconds:.1f} s", flush=True)
+            for c in configs:
+                bc.save_image(runs[c.name][ci][0].image, a.out / "images" / f"case{ci}" / f"{bc.slug(c.name)}.png")
+    base_runs = runs["baseline"]
+    base_time = sum(statistics.median(r.seconds for r in case) for case in base_runs)
+    base_gflop = statistics.median(r.gflop_run for case in base_runs for r in case)
+    tokens = (a.size // 16) ** 2
+    share = attention_share(tokens, base_gflop / a.steps)
+    lines = [f"Embedded model at {a.size} px ({tokens} image tokens), {a.steps} euler steps, CFG 5, "
+             f"{len(case_list)} held-out case(s) x {a.reps} alternated runs; image self-attention = "
+             f"{100 * share:.0f} % of transformer FLOPs. Baseline {base_time / len(case_list):.1f} s per prompt.", "",
+             "| configuration | speed-up | FLOPs run | PSNR dB | SSIM | bound |", "|---|---:|---:|---:|---:|---:|"]
+    result = {}
+    for c in configs:
+        case_runs = runs[c.name]
+        t = sum(statistics.median(r.seconds for r in case) for case in case_runs)
+        scores = [bc.image_scores(case[0].image, b[0].image) for case, b in zip(case_runs, base_runs, strict=True)]
+        flops = statistics.median(r.gflop_run for case in case_runs for r in case) / base_gflop
+        ps = statistics.mean(s[0] for s in scores)
+        limit = f"{bound(share, c.sparse_preset, a.steps):.2f}x" if c.sparse_preset and len(c.nodes) == 1 else "-"
+        result[c.name] = {"speedup": base_time / t, "flops": flops, "psnr": ps}
+        lines.append(f"| {c.name} | {base_time / t:.2f}x | {100 * flops:.0f} % | {ps:.1f} | "
+                     f"{statistics.mean(s[1] for s in scores):.3f} | {limit} |")
+    combo = next(c for c in configs if "+" in c.name)
+    ts, sp = result["TaylorSeer balanced"], result[f"sparse {a.combine} {a.preset}"]
+    product = ts["speedup"] * sp["speedup"]
+    lines += ["", f"combined {result[combo.name]['speedup']:.2f}x vs product {product:.2f}x "
+                  f"({100 * result[combo.name]['speedup'] / product:.0f} % of it)"]
+    text = "\n".join(lines)
+    print(text)
+    (a.out / "table.md").write_text(text + "\n")
+    (a.out / "results.json").write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
