@@ -13,6 +13,7 @@ here it is its bare mask; its full form is measured end to end (tools/bench_spar
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from pathlib import Path
@@ -42,6 +43,23 @@ def mass_kept(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: TileLay
     return float(torch.exp(lse - full_lse.index_select(-1, order)).mean())
 
 
+def oracle_mass(q: torch.Tensor, k: torch.Tensor, layout: TileLayout, density: float) -> float:
+    """Softmax mass of the best `density` share of key blocks per query block, picked with the true
+    attention: the most any block selection at this density can keep."""
+    order = layout.order()
+    qt, kt = q.index_select(-2, order), k.index_select(-2, order)
+    bq, bk = layout.block_q, layout.block_k
+    nkb = -(-k.shape[-2] // bk)
+    keep = max(1, math.ceil(density * nkb))
+    kept = []
+    for start in range(0, qt.shape[-2], bq):
+        p = torch.softmax(qt[..., start:start + bq, :] @ kt.transpose(-1, -2) / math.sqrt(q.shape[-1]), -1)
+        p = F.pad(p, (0, nkb * bk - p.shape[-1])).unflatten(-1, (nkb, bk)).sum(-1)  # (B, H, rows, nKb)
+        best = torch.topk(p.sum(-2), keep, dim=-1).indices  # the query block's best key blocks
+        kept.append(torch.gather(p, -1, best.unsqueeze(-2).expand(*p.shape[:-1], keep)).sum(-1))
+    return float(torch.cat(kept, -1).mean())
+
+
 def timed(fn, repeats: int) -> list[float]:
     times = []
     for _ in range(repeats):
@@ -59,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--grat-pattern", default="neighbors")
     ap.add_argument("--no-estimate", action="store_true", help="drop skipped blocks instead of estimating them")
+    ap.add_argument("--oracle", action="store_true",
+                    help="only print the softmax mass the best blocks at this density hold (no timing)")
     a = ap.parse_args(argv)
     torch.set_grad_enabled(False)
     files = sorted(a.qkv.glob("qkv_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
@@ -74,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         layout = TileLayout(grid, 16, 8)
         for block, t in sorted(data["blocks"].items()):
             q, k, v = t["q"], t["k"], t["v"]
+            if a.oracle:
+                print(f"{q.shape[-2]:>6} {block:>5} oracle: the best {a.density:g} of key blocks per query "
+                      f"block hold {oracle_mass(q, k, layout, a.density):.3f} of the softmax mass", flush=True)
+                continue
             dense = F.scaled_dot_product_attention(q, k, v)
             full_lse = torch.logsumexp(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, -1) if q.shape[-2] <= 8192 \
                 else _lse_chunked(q, k)

@@ -91,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", nargs="+", default=["grat", "pisa", "svg2", "draft", "rettention"])
     ap.add_argument("--combine", default="pisa", help="sparse method combined with TaylorSeer")
     ap.add_argument("--split", default="measure", choices=list(bc.SPLITS))
+    ap.add_argument("--comfy-attention", default="pytorch", choices=["pytorch", "default"],
+                    help="the dense attention ComfyUI runs: pytorch = scaled_dot_product_attention (what GPUs get; "
+                         "the fair baseline for the sparse kernels), default = what ComfyUI picks (sub-quadratic "
+                         "on a CPU, slower)")
     ap.add_argument("--out", type=Path, default=dit_runtime.REPO / "out" / "bench_sparse_e2e")
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
@@ -99,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     memory = bc.Memory()
     runs: dict[str, list[list[bc.Run]]] = {c.name: [] for c in configs}
     case_list = bc.cases(a.split, a.cases)
-    with dit_runtime.running_server(cache_none=False, started=lambda proc: setattr(memory, "pid", proc.pid)) as url:
+    extra = ["--use-pytorch-cross-attention"] if a.comfy_attention == "pytorch" else []
+    with dit_runtime.running_server(cache_none=False, extra=extra,
+                                    started=lambda proc: setattr(memory, "pid", proc.pid)) as url:
         client = ComfyClient(url)
         client.run(build(base, configs[0], case_list[0][0], 1, 2, a.size))  # load the models
         for ci, (caption, seed) in enumerate(case_list):
@@ -117,9 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     base_gflop = statistics.median(r.gflop_run for case in base_runs for r in case)
     tokens = (a.size // 16) ** 2
     share = attention_share(tokens, base_gflop / a.steps)
+    image_std = float(base_runs[0][0].image.std())
     lines = [f"Embedded model at {a.size} px ({tokens} image tokens), {a.steps} euler steps, CFG 5, "
+             f"ComfyUI attention: {a.comfy_attention}, "
              f"{len(case_list)} held-out case(s) x {a.reps} alternated runs; image self-attention = "
-             f"{100 * share:.0f} % of transformer FLOPs. Baseline {base_time / len(case_list):.1f} s per prompt.", "",
+             f"{100 * share:.0f} % of transformer FLOPs. Baseline {base_time / len(case_list):.1f} s per prompt; "
+             f"baseline image std {255 * image_std:.1f} / 255" + (" (a nearly flat image: PSNR says little)"
+                                                                  if image_std < 0.02 else "") + ".", "",
              "| configuration | speed-up | FLOPs run | PSNR dB | SSIM | bound |", "|---|---:|---:|---:|---:|---:|"]
     result = {}
     for c in configs:
