@@ -72,3 +72,25 @@ def test_softpag_perturbs_flux_joint_attention_heads(flux):
     out = flux_sample(m)
     assert torch.isfinite(out).all() and not torch.equal(out, base)
     assert len(report_holder(m).latest.calls) == 2 * 2  # one perturbed pass per step
+
+
+@pytest.mark.parametrize("method", ["grat", "pisa", "draft", "svg2", "rettention"])
+def test_sparse_attention_on_joint_attention_keeps_text_exact(flux, method):
+    from comfyui_ditaccel.accel_core.attention.apply import apply_sparse_attention
+    from comfyui_ditaccel.accel_core.attention.config import SparseAttentionConfig
+
+    baseline = flux_sample(flux)
+    tiles = {"query_tile": 2, "key_tile": 1, "min_tokens": 1, "dense_steps": 0, "dense_blocks": 0}
+    exact = apply_sparse_attention(flux, SparseAttentionConfig(method=method, density=1.0, estimate_skipped=False,
+                                                               **tiles))
+    if method == "svg2":  # its top-p keeps fewer than all blocks even at density 1
+        out = flux_sample(exact)
+        assert torch.isfinite(out).all()
+    else:  # image rows over image keys (block-sparse) merged with the text keys = the model's joint attention
+        torch.testing.assert_close(flux_sample(exact), baseline, atol=2e-3, rtol=2e-3)
+    calls = report_holder(exact).latest.calls
+    assert all(c.attention == {f"sparse ({method}, torch)": 1} for c in calls)
+    sparse = apply_sparse_attention(flux, SparseAttentionConfig(method=method, density=0.25, **tiles))
+    out = flux_sample(sparse)
+    assert torch.isfinite(out).all() and not torch.equal(out, baseline)
+    assert report_holder(sparse).latest.flops_share < 1.0

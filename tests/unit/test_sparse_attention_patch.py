@@ -106,3 +106,27 @@ def test_batch_two_and_a_rectangular_size(wan):
     out = sample(m, steps=3, size=(256, 384), batch=2)
     assert out.shape[0] == 2 and torch.isfinite(out).all()
     assert any(k.startswith("sparse") for k in attention_counts(m))
+
+
+def test_cross_attention_and_masks_go_to_the_previous_function_with_a_reason():
+    from types import SimpleNamespace
+
+    from comfyui_ditaccel.accel_core.adapters import WAN21
+    from comfyui_ditaccel.accel_core.attention.apply import dense_reason
+    from comfyui_ditaccel.accel_core.run_context import BlockSite
+
+    site = BlockSite(spec=WAN21.block_lists[0], index=3, flat_index=3, last=False)
+    ctx = SimpleNamespace(step=10, total_steps=28)
+    q = torch.zeros(2, 1024, 256)
+    cfg = config(dense_steps=0, dense_blocks=0)
+    assert dense_reason(cfg, ctx, site, "self", q, q, None, 1024, False) is None
+    assert dense_reason(cfg, ctx, site, "cross", q, torch.zeros(2, 77, 256), None, 1024, False) == \
+        "previous (cross-attention)"
+    assert dense_reason(cfg, ctx, site, "self", q, q, torch.zeros(1024, 1024), 1024, False) == \
+        "previous (attention mask)"
+    assert dense_reason(cfg, ctx, site, "self", q, q, None, 900, False) == "previous (token count not the image's)"
+    assert dense_reason(config(dense_steps=11), ctx, site, "self", q, q, None, 1024, False) == "dense (dense step)"
+    assert dense_reason(config(dense_blocks=4, dense_steps=0), ctx, site, "self", q, q, None, 1024, False) == \
+        "dense (dense block)"
+    assert dense_reason(config(start_percent=0.5, dense_steps=0), ctx, site, "self", q, q, None, 1024, False) == \
+        "dense (outside start/end)"
