@@ -113,16 +113,20 @@ if triton is not None:
                          sib, sih, siq, sik,
                          scb, sch, scq,
                          H, NQ, NK, D, DV, K_MAX, qk_scale,
-                         BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
-                         BLOCK_DV: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr):
-        qb = tl.program_id(0)
+                         BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+                         BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr):
+        # A query block (up to 256 tokens in the pack's tile layout) is split over BLOCK_Q // BLOCK_M
+        # programs: a 256 x 128 fp32 accumulator would not fit a GPU program's registers.
+        tile = tl.program_id(0)
+        qb = tile // (BLOCK_Q // BLOCK_M)
+        sub = tile % (BLOCK_Q // BLOCK_M)
         bh = tl.program_id(1)
         # int64 offsets: B*H*N*D passes 2**31 for long video sequences, and so can one batch
         # entry of a (B, N, H, D) tensor viewed as (B, H, N, D), whose token stride is H*D.
         b = (bh // H).to(tl.int64)
         h = (bh % H).to(tl.int64)
 
-        rows = qb.to(tl.int64) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+        rows = qb.to(tl.int64) * BLOCK_Q + sub * BLOCK_M + tl.arange(0, BLOCK_M)
         cols = tl.arange(0, BLOCK_K)
         d = tl.arange(0, BLOCK_D)
         dv = tl.arange(0, BLOCK_DV)
@@ -138,9 +142,9 @@ if triton is not None:
         count = tl.load(KV_COUNT + b * scb + h * sch + qb * scq)
         count = tl.minimum(count, K_MAX)  # entries past the row's width are not ids
 
-        m_i = tl.full([BLOCK_Q], float("-inf"), dtype=tl.float32)
-        l_i = tl.zeros([BLOCK_Q], dtype=tl.float32)
-        acc = tl.zeros([BLOCK_Q, BLOCK_DV], dtype=tl.float32)
+        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+        acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
 
         for i in range(0, count):
             kb = tl.load(idx_base + i * sik)
@@ -211,6 +215,9 @@ if triton is not None:
             tl.store(OUT + g * sog + i[:, None] * son + d[None, :] * sod, x, mask=mask)
 
 
+QUERY_TILE = 64  # query rows per program
+
+
 def block_sparse_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_index: torch.Tensor,
                                   kv_count: torch.Tensor, block_q: int, block_k: int,
                                   scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -246,12 +253,13 @@ def block_sparse_attention_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Ten
     # The interpreter's tl.dot multiplies bf16 operands as their raw uint16 bit patterns (numpy has
     # no bf16); bf16 → fp32 is exact, so upcasting there gives the GPU's bf16 products.
     upcast = q.dtype == torch.bfloat16 and kernels_interpreted()
-    _attn_fwd_kernel[(nqb, B * H)](
+    block_m = min(block_q, QUERY_TILE)
+    _attn_fwd_kernel[(nqb * (block_q // block_m), B * H)](
         q, k, v, out, lse, kv_index, kv_count,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *lse.stride(),
         *kv_index.stride(), *kv_count.stride(),
         H, nq, nk, d, dv, kv_index.shape[-1], scale * _LOG2E,
-        BLOCK_Q=block_q, BLOCK_K=block_k, BLOCK_D=block_d, BLOCK_DV=block_dv,
+        BLOCK_Q=block_q, BLOCK_M=block_m, BLOCK_K=block_k, BLOCK_D=block_d, BLOCK_DV=block_dv,
         # fp32 would otherwise go through TF32 on the GPU (~1e-3 relative error).
         IEEE=q.dtype == torch.float32, UPCAST=upcast,
         num_warps=4 if max(block_d, block_dv) <= 64 else 8,

@@ -696,3 +696,21 @@ def test_preset_config() -> None:
         preset_config("turbo", "grat")
     with pytest.raises(ValueError, match="density"):
         preset_config("custom", "grat", density=0.0)
+
+
+@pytest.mark.parametrize("method", ["grat", "pisa", "draft", "rettention"])
+def test_engine_through_the_triton_kernel_matches_the_cpu_path(monkeypatch, method):
+    """What a GPU runs (the Triton kernel, interpreted here) gives the CPU path's result."""
+    from comfyui_ditaccel.kernels import block_sparse_triton
+
+    if not block_sparse_triton.triton_available():
+        pytest.skip("triton not available")
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(1, 2, 1024, 64, generator=g) for _ in range(3))
+    layout = TileLayout((1, 32, 32), 16, 8)
+    config = SparseAttentionConfig(method=method, density=0.3)
+    want = engine.sparse_attention(q, k, v, layout, config, 10, engine.SiteState())
+    monkeypatch.setattr(dispatch, "backend_for", lambda *a: (dispatch.BACKEND_TRITON, None))
+    got = engine.sparse_attention(q, k, v, layout, config, 10, engine.SiteState())
+    assert got.backend == "triton"
+    torch.testing.assert_close(got.out, want.out, atol=1e-4, rtol=1e-4)
