@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 # Hooks a family can offer; methods declare which they need.
-HOOK_DIFFUSION_MODEL = "diffusion_model_wrapper"
+HOOK_DIFFUSION_MODEL = "model_call_wrapper"  # the pack's per-call record (ComfyUI's APPLY_MODEL wrapper)
 HOOK_BLOCK_REPLACE = "block_replace"
 HOOK_ATTENTION = "attention_override"
 
@@ -33,6 +33,9 @@ class BlockList:
     # submodules whose outputs the block adds to its stream (attention, MLP): what module-level
     # forecasting replaces; empty where the block computes attention inline (Flux)
     output_modules: tuple[str, ...] = ()
+    # keys the list's last block returns with a value, where that is fewer than `returns` (SD3's last
+    # block drops the text stream: "txt" is None); the stack's output is these
+    final_returns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,6 @@ class ModelAdapter:
     hooks: frozenset[str]
     patch_size: tuple[int, int, int]  # (t, h, w) latent cells per token
     sets_block_index: bool  # transformer_options["block_index"] set by the model on every version
-    context_arg: int = 2  # position of the text context among the DIFFUSION_MODEL executor's args
 
     def image_tokens(self, latent_shape: tuple[int, ...]) -> int:
         """Image tokens for a latent of shape (B, C, H, W) or (B, C, T, H, W)."""
@@ -59,6 +61,12 @@ class ModelAdapter:
         else:
             t, (h, w) = 1, latent_shape[2:]
         return -(-t // pt), -(-h // ph), -(-w // pw)
+
+    @property
+    def stack_keys(self) -> tuple[str, ...]:
+        """Keys of the block stack's output: what the last block returns with a value."""
+        last = self.block_lists[-1]
+        return last.final_returns or last.returns
 
     def block_count(self, diffusion_model: torch.nn.Module) -> int:
         return sum(len(getattr(diffusion_model, b.attr, ())) for b in self.block_lists)
@@ -111,7 +119,28 @@ FLUX = ModelAdapter(
     sets_block_index=True,
 )
 
-ADAPTERS: tuple[ModelAdapter, ...] = (WAN21, FLUX)
+SD3 = ModelAdapter(
+    family="sd3",
+    display_name="SD3 / SD3.5 (MMDiT)",
+    model_classes=("comfy.ldm.modules.diffusionmodules.mmdit:OpenAISignatureMMDITWrapper",),
+    block_lists=(
+        BlockList(
+            attr="joint_blocks",
+            replace_name="double_block",
+            returns=("img", "txt"),
+            text_linear_prefixes=("context_block.",),
+            vector_linear_prefixes=("context_block.adaLN_modulation", "x_block.adaLN_modulation"),
+            # joint text + image attention, then (SD3.5 medium's first blocks) image self-attention
+            attention=("joint", "self"),
+            final_returns=("img",),
+        ),
+    ),
+    hooks=frozenset({HOOK_DIFFUSION_MODEL, HOOK_BLOCK_REPLACE, HOOK_ATTENTION}),
+    patch_size=(1, 2, 2),
+    sets_block_index=False,
+)
+
+ADAPTERS: tuple[ModelAdapter, ...] = (WAN21, FLUX, SD3)
 
 
 class UnsupportedModelError(ValueError):

@@ -2,7 +2,8 @@
 
 - `attach(model, method)` clones the patcher, checks the family, registers the method and
   the pack's two keyed wrappers (OUTER_SAMPLE: fresh `RunContext` per sampling run, dropped
-  after; DIFFUSION_MODEL: per-call record for the report).
+  after; APPLY_MODEL: per-call record for the report — every family's model call goes
+  through it, unlike DIFFUSION_MODEL, which 0.3.75's MMDiT (SD3) forward does not offer).
 - `set_block_patches` installs `patches_replace["dit"]` entries that know their own block
   index (Wan on 0.3.75 does not set `block_index`) and chain to a patch already there.
 - `set_module_wrappers` puts a `ModuleWrapper` on named submodules of every block through
@@ -78,7 +79,7 @@ def attach(model: ModelPatcher, method: Method | None, needs: frozenset[str] = f
     to[METHODS_KEY] = table
     if not m.get_wrappers(WrappersMP.OUTER_SAMPLE, WRAPPER_KEY):
         m.add_wrapper_with_key(WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, _outer_sample_wrapper)
-        m.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, _diffusion_model_wrapper)
+        m.add_wrapper_with_key(WrappersMP.APPLY_MODEL, WRAPPER_KEY, _model_call_wrapper)
     return m, adapter
 
 
@@ -135,23 +136,18 @@ def _with_step_callback(ctx: RunContext, args: list, kwargs: dict) -> tuple[list
     return args, kwargs
 
 
-def options_from_call(args: tuple | list, kwargs: dict) -> dict:
-    if args and isinstance(args[-1], dict):
-        return args[-1]
-    return kwargs.get("transformer_options") or {}
-
-
 def run_context(to: dict) -> RunContext | None:
     return to.get(RUN_KEY)
 
 
-def _diffusion_model_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
-    to = options_from_call(args, kwargs)
+def _model_call_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
+    """BaseModel.apply_model(x, t, c_concat, c_crossattn, control, transformer_options, **conds)."""
+    to = args[5] if len(args) > 5 and isinstance(args[5], dict) else kwargs.get("transformer_options") or {}
     ctx = run_context(to)
     if ctx is None:
         return executor(*args, **kwargs)
     x = args[0]
-    context = args[ctx.adapter.context_arg] if len(args) > ctx.adapter.context_arg else kwargs.get("context")
+    context = args[3] if len(args) > 3 else kwargs.get("c_crossattn")
     n_txt = context.shape[1] if isinstance(context, torch.Tensor) and context.dim() == 3 else 0
     n_img = ctx.adapter.image_tokens(tuple(x.shape))
     full = ctx.flops.stack(n_img, n_txt, batch=x.shape[0])

@@ -102,3 +102,13 @@ def split(out: dict[str, torch.Tensor], n: int) -> list[dict[str, torch.Tensor]]
 def join(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """The inverse of `split`."""
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def only(out: dict[str, torch.Tensor | None], keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The entries of a block's output that carry tensors."""
+    return {k: out[k] for k in keys}
+
+
+def complete(out: dict[str, torch.Tensor], returns: tuple[str, ...]) -> dict[str, torch.Tensor | None]:
+    """A replacement block output with every key the model reads (None where the block drops a stream)."""
+    return {k: out.get(k) for k in returns}

@@ -135,6 +135,15 @@ def ensure_flux_thin(lay: ComfyLayout | None = None) -> Path:
     return path
 
 
+def ensure_sd3_tiny(lay: ComfyLayout | None = None) -> Path:
+    """A 2-block SD3 (MMDiT, width 128) with seeded random weights, for plumbing tests (written on first use)."""
+    lay = lay or layout()
+    path = lay.models / "diffusion_models" / model_files.SD3_TINY_FILE
+    if not path.is_file():
+        model_files.make_sd3_tiny(path)
+    return path
+
+
 def prepare(force: bool = False) -> ComfyLayout:
     lay = layout()
     if lay.code_root == COMFY_HOME and (force or not (COMFY_HOME / "main.py").is_file()):

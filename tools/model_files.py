@@ -27,6 +27,7 @@ CLIP_L_FILE = "ditaccel_clip_l.safetensors"
 WAN_DIT_FILE = "ditaccel_wan21.safetensors"
 WAN_VAE_FILE = "ditaccel_wan21_vae.safetensors"
 FLUX_THIN_FILE = "ditaccel_flux_thin.safetensors"
+SD3_TINY_FILE = "ditaccel_sd3_tiny.safetensors"
 
 
 class SeededStream:
@@ -218,6 +219,39 @@ def flux_thin_specs(depth: int = 1, single: int = 0, context_dim: int = 4096, ve
 
 def make_clip_l(path: Path) -> str:
     return write_safetensors(path, fill(clip_l_specs(), CLIP_L_SEED, np.float16))
+
+
+def sd3_tiny_specs(depth: int = 2, context_dim: int = 4096, pooled_dim: int = 2048, max_side: int = 64,
+                   patch: int = 2) -> list[TensorSpec]:
+    """SD3 (MMDiT): 0.3.75 reads the width as 64 x depth, so 2 joint blocks give width 128 (2 heads of 64).
+
+    The last block's context stream is "pre only" (no projection, no MLP), as in every SD3.
+    """
+    H = 64 * depth
+    specs = [
+        TensorSpec("x_embedder.proj.weight", (H, 16, patch, patch), "normal"),
+        TensorSpec("x_embedder.proj.bias", (H,), "zeros"),
+        TensorSpec("pos_embed", (1, max_side * max_side, H), "small"),
+        *_linear("t_embedder.mlp.0", H, 256), *_linear("t_embedder.mlp.2", H, H),
+        *_linear("y_embedder.mlp.0", H, pooled_dim), *_linear("y_embedder.mlp.2", H, H),
+        *_linear("context_embedder", H, context_dim),
+        *_linear("final_layer.linear", patch * patch * 16, H),
+        *_linear("final_layer.adaLN_modulation.1", 2 * H, H),
+    ]
+    for i in range(depth):
+        for stream in ("context_block", "x_block"):
+            p = f"joint_blocks.{i}.{stream}"
+            pre_only = stream == "context_block" and i == depth - 1
+            specs += _linear(f"{p}.attn.qkv", 3 * H, H)
+            specs += _linear(f"{p}.adaLN_modulation.1", (2 if pre_only else 6) * H, H)
+            if not pre_only:
+                specs += _linear(f"{p}.attn.proj", H, H)
+                specs += _linear(f"{p}.mlp.fc1", 4 * H, H) + _linear(f"{p}.mlp.fc2", H, 4 * H)
+    return specs
+
+
+def make_sd3_tiny(path: Path, seed: int = 5) -> str:
+    return write_safetensors(path, fill(sd3_tiny_specs(), seed, np.float16))
 
 
 def make_flux_thin(path: Path, seed: int = 3) -> str:

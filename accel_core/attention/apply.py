@@ -56,6 +56,8 @@ def block_hook() -> Callable[..., dict]:
 def _to_bhnd(x: torch.Tensor, heads: int, skip_reshape: bool) -> torch.Tensor:
     if skip_reshape:
         return x
+    if x.dim() == 4:  # (B, L, H, D): SD3's MMDiT hands v over unflattened
+        return x.transpose(1, 2)
     b, n, hd = x.shape
     return x.view(b, n, heads, hd // heads).transpose(1, 2)
 

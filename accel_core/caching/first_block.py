@@ -22,7 +22,7 @@ import torch
 
 from ..adapters import ModelAdapter
 from ..report import RAN_GATED
-from ..run_context import BlockSite, RunContext, join, split
+from ..run_context import BlockSite, RunContext, complete, join, only, split
 from .forecast import TaylorForecaster
 from .schedule import StepWindow, scaled
 
@@ -40,7 +40,7 @@ def final_layout(adapter: ModelAdapter, first_out: dict[str, torch.Tensor]) -> d
     last = adapter.block_lists[-1]
     first = adapter.block_lists[0]
     if last is first or not last.joint_order:
-        return {k: first_out[k] for k in last.returns}
+        return {k: first_out[k] for k in adapter.stack_keys}
     return {last.image_key: torch.cat([first_out[k] for k in last.joint_order], dim=1)}
 
 
@@ -218,15 +218,15 @@ def gated_block_hook(key: str) -> BlockHook:
             if state.skip:
                 _mark_rest_skipped(ctx)
             elif site.last:
-                state.store(state.first_out, out)
+                state.store(state.first_out, only(out, ctx.adapter.stack_keys))
             return out
         if not state.skip:
             out = call_block(args)
             if site.last:
-                state.store(state.first_out, out)
+                state.store(state.first_out, only(out, ctx.adapter.stack_keys))
             return out
         if site.last:
-            return state.replacement(state.first_out)
+            return complete(state.replacement(state.first_out), site.spec.returns)
         return {k: args[k] for k in site.spec.returns}
 
     return hook

@@ -21,7 +21,7 @@ import torch
 
 from ..module_wrap import ModuleSlot
 from ..report import RAN_FORECAST
-from ..run_context import BlockSite, RunContext, join, split
+from ..run_context import BlockSite, RunContext, complete, join, only, split
 from .forecast import TaylorForecaster
 from .schedule import IntervalSchedule, StepWindow, scaled
 
@@ -141,7 +141,7 @@ def block_hook(config: TaylorSeerConfig, slot: ModuleSlot | None = None,
         if site.flat_index == 0:
             to = args["transformer_options"]
             uuids = list(to.get("uuids") or [None])
-            keys = module_keys or ctx.adapter.block_lists[-1].returns
+            keys = module_keys or ctx.adapter.stack_keys
             state.begin_call(ctx.step, uuids, float(to["sigmas"][0]), keys)
             if not state.call_full and ctx.current_call is not None:
                 what = "attention + MLP of all blocks" if slot is not None else "all blocks"
@@ -155,10 +155,10 @@ def block_hook(config: TaylorSeerConfig, slot: ModuleSlot | None = None,
         if state.call_full:
             out = call_block(args)
             if site.last:
-                state.store(out)
+                state.store(only(out, ctx.adapter.stack_keys))
             return out
         if site.last:
-            return state.forecast(returns)
+            return complete(state.forecast(ctx.adapter.stack_keys), returns)
         return {k: args[k] for k in returns}
 
     return hook

@@ -57,9 +57,11 @@ def mix_heads(out: torch.Tensor, v: torch.Tensor, heads: int, chosen: tuple[int,
               skip_reshape: bool = False, skip_output_reshape: bool = False) -> torch.Tensor:
     """(1 - u) out + u v on the chosen heads, in ComfyUI's attention layouts.
 
-    v is (B, L, H*D), or (B, H, L, D) with skip_reshape; out is (B, L, H*D), or (B, H, L, D)
-    with skip_output_reshape.
+    v is (B, L, H*D) or (B, L, H, D), or (B, H, L, D) with skip_reshape; out is (B, L, H*D), or
+    (B, H, L, D) with skip_output_reshape.
     """
+    if not skip_reshape and v.dim() == 4:  # (B, L, H, D): SD3's MMDiT hands v over unflattened
+        v = v.flatten(2)
     if skip_reshape and not skip_output_reshape:
         b, h, n, d = v.shape
         v = v.transpose(1, 2).reshape(b, n, h * d)
