@@ -36,6 +36,7 @@ class BlockList:
     # keys the list's last block returns with a value, where that is fewer than `returns` (SD3's last
     # block drops the text stream: "txt" is None); the stack's output is these
     final_returns: tuple[str, ...] = ()
+    text_first: bool = True  # joint attention's token order: text then image (Flux, SD3) or the reverse
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,37 @@ SD3 = ModelAdapter(
     sets_block_index=False,
 )
 
-ADAPTERS: tuple[ModelAdapter, ...] = (WAN21, FLUX, SD3)
+HUNYUAN_VIDEO = ModelAdapter(
+    family="hunyuan_video",
+    display_name="HunyuanVideo",
+    model_classes=("comfy.ldm.hunyuan_video.model:HunyuanVideo",),
+    block_lists=(
+        BlockList(
+            attr="double_blocks",
+            replace_name="double_block",
+            returns=("img", "txt"),
+            text_linear_prefixes=("txt_",),
+            vector_linear_prefixes=("img_mod", "txt_mod"),
+            attention=("joint",),
+            text_first=False,
+        ),
+        BlockList(
+            attr="single_blocks",
+            replace_name="single_block",
+            returns=("img",),
+            joint_tokens=True,
+            joint_order=("img", "txt"),
+            vector_linear_prefixes=("modulation",),
+            attention=("joint",),
+            text_first=False,
+        ),
+    ),
+    hooks=frozenset({HOOK_DIFFUSION_MODEL, HOOK_BLOCK_REPLACE, HOOK_ATTENTION}),
+    patch_size=(1, 2, 2),
+    sets_block_index=True,
+)
+
+ADAPTERS: tuple[ModelAdapter, ...] = (WAN21, FLUX, SD3, HUNYUAN_VIDEO)
 
 
 class UnsupportedModelError(ValueError):

@@ -27,7 +27,7 @@ class DiTAccelSparseAttention(io.ComfyNode):
                         "large images and videos (thousands of tokens), where attention is most of the work. "
                         "Chains with other attention patches and stacks with the caching nodes.",
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model (Wan 2.x, Flux or SD3 / SD3.5)."),
+                io.Model.Input("model", tooltip="The diffusion model (Wan 2.x, Flux, SD3 / SD3.5 or HunyuanVideo)."),
                 io.Combo.Input("preset", options=list(PRESET_NAMES), default="balanced",
                                tooltip="quality / balanced / fast: density, dense steps and dense blocks "
                                        "calibrated on the embedded model (see README); custom: the inputs below."),

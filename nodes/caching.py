@@ -51,7 +51,7 @@ def check_inputs(preset: str | None, start_percent: float | None, end_percent: f
     return window_error(start_percent, end_percent) or True
 
 
-MODEL_TIP = "The diffusion model (Wan 2.x, Flux or SD3 / SD3.5). Stacks with the other DiTAccel nodes."
+MODEL_TIP = "The diffusion model (Wan 2.x, Flux, SD3 / SD3.5 or HunyuanVideo). Stacks with the other DiTAccel nodes."
 
 
 class CachingNode(io.ComfyNode):

@@ -21,7 +21,8 @@ class DiTAccelRecord(io.ComfyNode):
             description="Records every sampling step of this model for DiTAccelReport without changing "
                         "what it computes. Every DiTAccel acceleration node records already; use this one "
                         "on a baseline graph to compare against.",
-            inputs=[io.Model.Input("model", tooltip="The diffusion model to record (Wan 2.x, Flux or SD3 / SD3.5).")],
+            inputs=[io.Model.Input("model", tooltip="The diffusion model to record (Wan 2.x, Flux, SD3 / SD3.5 or "
+                                                    "HunyuanVideo).")],
             outputs=[io.Model.Output(tooltip="The same model, recording its sampling runs.")],
         )
 

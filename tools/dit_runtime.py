@@ -144,6 +144,15 @@ def ensure_sd3_tiny(lay: ComfyLayout | None = None) -> Path:
     return path
 
 
+def ensure_hunyuan_video_tiny(lay: ComfyLayout | None = None) -> Path:
+    """A 1 + 1-block HunyuanVideo (width 256) with seeded random weights, for plumbing tests."""
+    lay = lay or layout()
+    path = lay.models / "diffusion_models" / model_files.HUNYUAN_VIDEO_TINY_FILE
+    if not path.is_file():
+        model_files.make_hunyuan_video_tiny(path)
+    return path
+
+
 def prepare(force: bool = False) -> ComfyLayout:
     lay = layout()
     if lay.code_root == COMFY_HOME and (force or not (COMFY_HOME / "main.py").is_file()):

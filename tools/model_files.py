@@ -28,6 +28,7 @@ WAN_DIT_FILE = "ditaccel_wan21.safetensors"
 WAN_VAE_FILE = "ditaccel_wan21_vae.safetensors"
 FLUX_THIN_FILE = "ditaccel_flux_thin.safetensors"
 SD3_TINY_FILE = "ditaccel_sd3_tiny.safetensors"
+HUNYUAN_VIDEO_TINY_FILE = "ditaccel_hunyuan_video_tiny.safetensors"
 
 
 class SeededStream:
@@ -252,6 +253,41 @@ def sd3_tiny_specs(depth: int = 2, context_dim: int = 4096, pooled_dim: int = 20
 
 def make_sd3_tiny(path: Path, seed: int = 5) -> str:
     return write_safetensors(path, fill(sd3_tiny_specs(), seed, np.float16))
+
+
+def specs_from_shapes(shapes: dict[str, tuple[int, ...]]) -> list[TensorSpec]:
+    """Specs for a model's own parameter names and shapes: biases 0, 1-D weights and norm scales 1 (norms
+    start as identity), everything else fan-in scaled normal."""
+    specs = []
+    for name, shape in shapes.items():
+        if name.endswith("bias"):
+            init = "zeros"
+        elif len(shape) == 1:
+            init = "ones"
+        else:
+            init = "normal"
+        specs.append(TensorSpec(name, tuple(shape), init))
+    return specs
+
+
+HUNYUAN_VIDEO_TINY = {  # what 0.3.75's detection reads back from the weights (hidden 256 → 2 heads of 128)
+    "in_channels": 16, "out_channels": 16, "vec_in_dim": 768, "context_in_dim": 4096, "hidden_size": 256,
+    "mlp_ratio": 4.0, "num_heads": 2, "depth": 1, "depth_single_blocks": 1, "axes_dim": [16, 56, 56],
+    "theta": 256, "patch_size": [1, 2, 2], "qkv_bias": True, "guidance_embed": False, "byt5": False,
+    "meanflow": False, "use_cond_type_embedding": False, "vision_in_dim": None,
+}
+
+
+def make_hunyuan_video_tiny(path: Path, seed: int = 7) -> str:
+    """One double and one single block at width 256; the names and shapes come from ComfyUI's own class
+    (built on the meta device: no memory, no weights), so they match what its loader expects."""
+    import comfy.ldm.hunyuan_video.model as hunyuan_video
+    import comfy.ops
+
+    model = hunyuan_video.HunyuanVideo(image_model="hunyuan_video", operations=comfy.ops.disable_weight_init,
+                                       device="meta", **HUNYUAN_VIDEO_TINY)
+    shapes = {k: tuple(t.shape) for k, t in model.state_dict().items()}
+    return write_safetensors(path, fill(specs_from_shapes(shapes), seed, np.float16))
 
 
 def make_flux_thin(path: Path, seed: int = 3) -> str:

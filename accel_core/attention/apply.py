@@ -136,18 +136,21 @@ def _sparse_call(config: SparseAttentionConfig, ctx: RunContext, marker: SiteMar
     qh, kh, vh = (_to_bhnd(x, heads, skip_reshape) for x in (q, k, v))
     layout = TileLayout(call.grid, config.query_tile, config.key_tile)
     n_img = call.image_tokens
-    n_txt = qh.shape[-2] - n_img  # joint attention: the model puts text first
+    n_txt = qh.shape[-2] - n_img  # joint attention: the text tokens before or after the image's
+    text_first = marker.site.spec.text_first
+    img = slice(n_txt, None) if text_first else slice(0, n_img)
+    txt = slice(0, n_txt) if text_first else slice(n_img, None)
     state: SparseRunState = ctx.state(KEY)
     site = state.site((marker.site.flat_index, marker.calls, call.streams, tuple(qh.shape)))
-    img = slice(n_txt, None)
     outcome = engine.sparse_attention(qh[..., img, :], kh[..., img, :], vh[..., img, :], layout, config, ctx.step,
                                       site)
     out = outcome.out
     if n_txt:
-        out_img = _merge_text_keys(qh[..., img, :], kh[..., :n_txt, :], vh[..., :n_txt, :], outcome)
+        out_img = _merge_text_keys(qh[..., img, :], kh[..., txt, :], vh[..., txt, :], outcome)
         # text rows attend to everything, as in the model
-        out_txt = torch.nn.functional.scaled_dot_product_attention(qh[..., :n_txt, :], kh, vh)
-        out = torch.cat([out_txt, out_img.to(out_txt.dtype)], dim=-2)
+        out_txt = torch.nn.functional.scaled_dot_product_attention(qh[..., txt, :], kh, vh)
+        parts = [out_txt, out_img.to(out_txt.dtype)]
+        out = torch.cat(parts if text_first else parts[::-1], dim=-2)
     saved = 4.0 * qh.shape[0] * qh.shape[1] * n_img * n_img * qh.shape[-1] * (1.0 - outcome.kept)
     call.note_attention(f"sparse ({config.method}, {outcome.backend})", saved)
     return _from_bhnd(out.to(q.dtype), bool(kwargs.get("skip_output_reshape")))
