@@ -38,6 +38,11 @@ class BlockList:
     final_returns: tuple[str, ...] = ()
     text_first: bool = True  # joint attention's token order: text then image (Flux, SD3) or the reverse
 
+    @property
+    def output_keys(self) -> tuple[str, ...]:
+        """What the list's last block returns with a value: the block stack's output when it ends it."""
+        return self.final_returns or self.returns
+
 
 @dataclass(frozen=True)
 class ModelAdapter:
@@ -63,11 +68,10 @@ class ModelAdapter:
             t, (h, w) = 1, latent_shape[2:]
         return -(-t // pt), -(-h // ph), -(-w // pw)
 
-    @property
-    def stack_keys(self) -> tuple[str, ...]:
-        """Keys of the block stack's output: what the last block returns with a value."""
-        last = self.block_lists[-1]
-        return last.final_returns or last.returns
+    def last_list(self, diffusion_model: torch.nn.Module) -> BlockList:
+        """The block list whose last block ends the stack (a list can be empty in a given model)."""
+        return next((b for b in reversed(self.block_lists) if len(getattr(diffusion_model, b.attr, ()))),
+                    self.block_lists[-1])
 
     def block_count(self, diffusion_model: torch.nn.Module) -> int:
         return sum(len(getattr(diffusion_model, b.attr, ())) for b in self.block_lists)

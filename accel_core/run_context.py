@@ -65,6 +65,12 @@ class RunContext:
     current_call: CallRecord | None = None
     states: dict[str, Any] = field(default_factory=dict)
     _streams: dict[tuple[str, Hashable], Any] = field(default_factory=dict)
+    last_list: BlockList | None = None  # the list that ends this model's block stack
+
+    @property
+    def stack_keys(self) -> tuple[str, ...]:
+        """Keys of the block stack's output (what its last block returns with a value)."""
+        return (self.last_list or self.adapter.block_lists[-1]).output_keys
 
     @property
     def total_steps(self) -> int:

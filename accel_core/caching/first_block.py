@@ -20,7 +20,6 @@ from typing import Self
 
 import torch
 
-from ..adapters import ModelAdapter
 from ..report import RAN_GATED
 from ..run_context import BlockSite, RunContext, complete, join, only, split
 from .forecast import TaylorForecaster
@@ -35,12 +34,12 @@ def rel_l1(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().mean() / b.abs().mean().clamp_min(1e-12)).item()
 
 
-def final_layout(adapter: ModelAdapter, first_out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The first block's output in the layout the last block returns (joint lists concatenate streams)."""
-    last = adapter.block_lists[-1]
-    first = adapter.block_lists[0]
+def final_layout(ctx: RunContext, first_out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The first block's output in the layout the stack's last block returns (joint lists concatenate streams)."""
+    last = ctx.last_list or ctx.adapter.block_lists[-1]
+    first = ctx.adapter.block_lists[0]
     if last is first or not last.joint_order:
-        return {k: first_out[k] for k in adapter.stack_keys}
+        return {k: first_out[k] for k in ctx.stack_keys}
     return {last.image_key: torch.cat([first_out[k] for k in last.joint_order], dim=1)}
 
 
@@ -210,7 +209,7 @@ def gated_block_hook(key: str) -> BlockHook:
             out = call_block(args)
             state.last_error = float("nan")
             image_key = site.spec.image_key
-            state.first_out = final_layout(ctx.adapter, out)
+            state.first_out = final_layout(ctx, out)
             state.skip = state.gate(ctx.step, args[image_key], out[image_key]) and not site.last
             if ctx.current_call is not None:
                 ctx.current_call.gate_error = state.last_error
@@ -218,12 +217,12 @@ def gated_block_hook(key: str) -> BlockHook:
             if state.skip:
                 _mark_rest_skipped(ctx)
             elif site.last:
-                state.store(state.first_out, only(out, ctx.adapter.stack_keys))
+                state.store(state.first_out, only(out, ctx.stack_keys))
             return out
         if not state.skip:
             out = call_block(args)
             if site.last:
-                state.store(state.first_out, only(out, ctx.adapter.stack_keys))
+                state.store(state.first_out, only(out, ctx.stack_keys))
             return out
         if site.last:
             return complete(state.replacement(state.first_out), site.spec.returns)

@@ -141,7 +141,7 @@ def block_hook(config: TaylorSeerConfig, slot: ModuleSlot | None = None,
         if site.flat_index == 0:
             to = args["transformer_options"]
             uuids = list(to.get("uuids") or [None])
-            keys = module_keys or ctx.adapter.stack_keys
+            keys = module_keys or ctx.stack_keys
             state.begin_call(ctx.step, uuids, float(to["sigmas"][0]), keys)
             if not state.call_full and ctx.current_call is not None:
                 what = "attention + MLP of all blocks" if slot is not None else "all blocks"
@@ -155,10 +155,10 @@ def block_hook(config: TaylorSeerConfig, slot: ModuleSlot | None = None,
         if state.call_full:
             out = call_block(args)
             if site.last:
-                state.store(only(out, ctx.adapter.stack_keys))
+                state.store(only(out, ctx.stack_keys))
             return out
         if site.last:
-            return complete(state.forecast(ctx.adapter.stack_keys), returns)
+            return complete(state.forecast(ctx.stack_keys), returns)
         return {k: args[k] for k in returns}
 
     return hook

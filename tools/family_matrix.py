@@ -1,0 +1,184 @@
+"""Every method on every model family the pack knows: engaged, or the clear error it gives.
+
+    .venv/bin/python tools/family_matrix.py            # prints the README's matrix (markdown)
+
+In process on real ComfyUI: for each family the smallest model 0.3.75's loader detects (the
+embedded Wan model; Flux, SD3 and HunyuanVideo with seeded random weights, made on first use),
+a short sampling run per method, checked for work skipped (caching, sparse attention: the
+report's FLOPs run below 100 %) or guidance applied (SoftPAG: one extra model call per step and
+a different image). Random-weight models show plumbing, not quality.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pack  # noqa: F401
+
+FAMILIES = ("wan", "flux", "sd3", "hunyuan_video")
+METHODS = ("TaylorSeer", "TaylorSeer modules", "CGTaylor", "FirstBlockCache", "SoftPAG", "SparseAttention")
+NOT_YET = {  # families without an adapter yet, and why
+    "qwen_image": "no adapter yet (0.3.75 fixes its width at 3072: a 700 MB test model)",
+    "chroma": "no adapter yet (0.3.75 fixes its width at 3072: a 700 MB test model)",
+    "lumina2": "no adapter yet (0.3.75's forward offers no block replace)",
+    "hidream": "no adapter yet (0.3.75's forward offers no block replace)",
+}
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    load: Callable[[], Any]
+    video: bool
+    pooled: int
+    heads: str  # a SoftPAG spec touching the first block
+
+
+GATED = ("CGTaylor", "FirstBlockCache")  # run the first block and gate the rest: need a second block
+# Wan only: the other families compute attention inside the block, not in submodules
+EXPECTED_UNSUPPORTED = ("TaylorSeer modules",)
+
+
+@dataclass
+class Cell:
+    family: str
+    method: str
+    ok: bool  # engaged, or a documented reason it cannot here
+    detail: str
+    engaged: bool = True
+
+
+def families() -> dict[str, Family]:
+    import comfy.sd
+    import dit_runtime
+    import model_files
+
+    def loader(path_fn: Callable[[], Path]) -> Callable[[], Any]:
+        return lambda: comfy.sd.load_diffusion_model(str(path_fn()))
+
+    wan = lambda: dit_runtime.layout().models / "diffusion_models" / model_files.WAN_DIT_FILE  # noqa: E731
+    return {
+        "wan": Family("wan", loader(wan), True, 0, "1:all"),
+        "flux": Family("flux", loader(dit_runtime.ensure_flux_thin), False, 2048, "double:0:all"),
+        "sd3": Family("sd3", loader(dit_runtime.ensure_sd3_tiny), False, 2048, "1:all"),
+        "hunyuan_video": Family("hunyuan_video", loader(dit_runtime.ensure_hunyuan_video_tiny), True, 768,
+                                "double:0:all"),
+    }
+
+
+def apply(method: str, model: Any, family: Family) -> Any:
+    from comfyui_ditaccel.accel_core.attention.apply import apply_sparse_attention
+    from comfyui_ditaccel.accel_core.attention.config import SparseAttentionConfig
+    from comfyui_ditaccel.accel_core.caching import apply as caching
+    from comfyui_ditaccel.accel_core.caching.first_block import CGTaylorConfig, FirstBlockCacheConfig
+    from comfyui_ditaccel.accel_core.caching.taylorseer import TaylorSeerConfig
+    from comfyui_ditaccel.accel_core.guidance.apply import apply_softpag
+    from comfyui_ditaccel.accel_core.guidance.softpag import SoftPAGConfig
+
+    if method == "TaylorSeer":
+        return caching.apply_taylorseer(model, TaylorSeerConfig(interval=2, order=1, warmup_steps=1))
+    if method == "TaylorSeer modules":
+        return caching.apply_taylorseer(model, TaylorSeerConfig(interval=2, order=1, warmup_steps=1,
+                                                                granularity="modules"))
+    if method == "CGTaylor":
+        return caching.apply_cg_taylor(model, CGTaylorConfig(threshold=2.0, warmup_steps=1))
+    if method == "FirstBlockCache":
+        return caching.apply_first_block_cache(model, FirstBlockCacheConfig(threshold=2.0, warmup_steps=1))
+    if method == "SoftPAG":
+        return apply_softpag(model, SoftPAGConfig(family.heads, 1.0, 3.0))
+    # 8 x 8 image tokens here: tiles of 4 x 4 queries and 2 x 2 keys so that there is something to skip
+    return apply_sparse_attention(model, SparseAttentionConfig(method="draft", density=0.3, dense_steps=1,
+                                                               dense_blocks=0, query_tile=4, key_tile=2,
+                                                               min_tokens=1))
+
+
+def run_family(family: Family, methods: tuple[str, ...] = METHODS, steps: int = 4) -> list[Cell]:
+    import torch
+    from comfy_fixtures import conditioning, sample
+    from comfyui_ditaccel.accel_core.adapters import UnsupportedModelError, find_adapter
+    from comfyui_ditaccel.accel_core.comfy_patch import report_holder
+
+    model = family.load()
+
+    def draw(m: Any) -> torch.Tensor:
+        pos = conditioning(1, tokens=5, pooled=family.pooled)
+        neg = conditioning(2, tokens=5, pooled=family.pooled)
+        return sample(m, steps=steps, size=(128, 128), video=family.video, positive=pos, negative=neg,
+                      pooled=family.pooled)
+
+    baseline = draw(model)
+    blocks = sum(len(getattr(model.get_model_object("diffusion_model"), b.attr, ()))
+                 for b in find_adapter(model.get_model_object("diffusion_model")).block_lists)
+    cells = []
+    for method in methods:
+        if method in GATED and blocks < 2:
+            cells.append(Cell(family.name, method, True, f"needs ≥ 2 blocks; this test model has {blocks}",
+                              engaged=False))
+            continue
+        try:
+            patched = apply(method, model, family)
+        except UnsupportedModelError as e:
+            cells.append(Cell(family.name, method, False, str(e).split(": ", 1)[-1].split(";")[0]))
+            continue
+        out = draw(patched)
+        record = report_holder(patched).latest
+        finite = bool(torch.isfinite(out).all())
+        if method == "SoftPAG":
+            ok = finite and len(record.calls) == 2 * steps and not torch.equal(out, baseline)
+            detail = f"{len(record.calls)} model calls for {steps} steps"
+        else:
+            ok = finite and record.flops_share < 1.0
+            detail = f"FLOPs run {100 * record.flops_share:.1f} %"
+        cells.append(Cell(family.name, method, ok, detail))
+    return cells
+
+
+def matrix() -> list[Cell]:
+    return [c for f in families().values() for c in run_family(f)]
+
+
+def markdown(cells: list[Cell]) -> str:
+    names = list(dict.fromkeys(c.family for c in cells))
+    lines = ["| family | " + " | ".join(METHODS) + " |", "|---|" + "---|" * len(METHODS)]
+    for name in names:
+        row = {c.method: c for c in cells if c.family == name}
+        parts = []
+        for m in METHODS:
+            c = row.get(m)
+            if c is None:
+                parts.append("-")
+            elif c.ok:
+                parts.append(f"✓ ({c.detail})" if c.engaged else f"n/a ({c.detail})")
+            else:
+                parts.append(f"not supported: {c.detail}")
+        lines.append(f"| {name} | " + " | ".join(parts) + " |")
+    for name, why in NOT_YET.items():
+        lines.append(f"| {name} | " + " | ".join([why] + ["—"] * (len(METHODS) - 1)) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
+    import dit_runtime
+
+    root = str(dit_runtime.layout().code_root)
+    if root not in sys.path:
+        sys.path.append(root)
+    from comfy.cli_args import args
+
+    args.cpu = True
+    import torch
+
+    torch.set_grad_enabled(False)
+    print(markdown(matrix()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
