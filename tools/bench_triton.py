@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             for density in a.densities:
                 sel = grat.select(q, layout, density)
                 index, count = sel.kv_index.to(device), sel.kv_count.to(device)
-                run = lambda q=q, k=k, v=v, i=index, c=count: tri.block_sparse_attention_triton(  # noqa: E731
-                    q, k, v, i, c, layout.block_q, layout.block_k)
+                run = lambda q=q, k=k, v=v, i=index, c=count, t=layout: tri.block_sparse_attention_triton(  # noqa: E731
+                    q, k, v, i, c, t.block_q, t.block_k)
                 sparse_s = timed(run, device, a.repeats)
                 out, _ = run()
                 want, _ = block_sparse_attention_cpu(q.float().cpu(), k.float().cpu(), v.float().cpu(),
