@@ -141,7 +141,10 @@ def _sparse_call(config: SparseAttentionConfig, ctx: RunContext, marker: SiteMar
     img = slice(n_txt, None) if text_first else slice(0, n_img)
     txt = slice(0, n_txt) if text_first else slice(n_img, None)
     state: SparseRunState = ctx.state(KEY)
-    site = state.site((marker.site.flat_index, marker.calls, call.streams, tuple(qh.shape)))
+    # keyed by the conditionings' uuids, not only cond/uncond: a SoftPAG perturbed pass or several
+    # positive prompts share the label, and Re-ttention's residual belongs to one conditioning
+    uuids = tuple(str(u) for u in (kwargs.get("transformer_options") or {}).get("uuids") or ())
+    site = state.site((marker.site.flat_index, marker.calls, uuids or call.streams, tuple(qh.shape)))
     outcome = engine.sparse_attention(qh[..., img, :], kh[..., img, :], vh[..., img, :], layout, config, ctx.step,
                                       site)
     out = outcome.out

@@ -130,3 +130,30 @@ def test_cross_attention_and_masks_go_to_the_previous_function_with_a_reason():
         "dense (dense block)"
     assert dense_reason(config(start_percent=0.5, dense_steps=0), ctx, site, "self", q, q, None, 1024, False) == \
         "dense (outside start/end)"
+
+
+def test_per_site_state_is_kept_per_conditioning_not_per_label(wan, monkeypatch):
+    """With CFG off, SoftPAG's perturbed pass and the normal pass are both one "cond" entry of the same
+    shape: each must keep its own Re-ttention residual."""
+    import comfyui_ditaccel.accel_core.attention.apply as sparse_apply
+    from comfyui_ditaccel.accel_core.guidance.apply import apply_softpag
+    from comfyui_ditaccel.accel_core.guidance.softpag import SoftPAGConfig
+
+    uuids_per_state: dict[int, set] = {}
+    real_call, real_engine = sparse_apply._sparse_call, sparse_apply.engine.sparse_attention
+    current: list[tuple] = []
+
+    def call(config_, ctx, marker, q, k, v, heads, kwargs):
+        current[:] = [tuple(str(u) for u in kwargs["transformer_options"]["uuids"])]
+        return real_call(config_, ctx, marker, q, k, v, heads, kwargs)
+
+    def engine_call(q, k, v, layout, cfg, step, state):
+        uuids_per_state.setdefault(id(state), set()).add(current[0])
+        return real_engine(q, k, v, layout, cfg, step, state)
+
+    monkeypatch.setattr(sparse_apply, "_sparse_call", call)
+    monkeypatch.setattr(sparse_apply.engine, "sparse_attention", engine_call)
+    m = apply_sparse_attention(apply_softpag(wan, SoftPAGConfig("2:all", 1.0, 3.0)), config(method="rettention"))
+    sample(m, steps=4, cfg=1.0, size=SIZE)
+    assert len({u for s in uuids_per_state.values() for u in s}) == 2  # the normal and the perturbed pass
+    assert all(len(s) == 1 for s in uuids_per_state.values())  # never one stored state for both
