@@ -55,6 +55,22 @@ class BlockSite:
     last: bool
 
 
+class BlockMarker:
+    """Put in a block's transformer_options by a block patch: which block runs, so the attention
+    override inside it knows where it is (0.3.75's Wan does not say), and how many attentions ran."""
+
+    def __init__(self, site: BlockSite) -> None:
+        self.site = site
+        self.calls = 0
+
+    def next_attention(self) -> str:
+        """The kind of the attention call now starting in this block ("self", "joint", "cross")."""
+        kinds = self.site.spec.attention
+        kind = kinds[min(self.calls, len(kinds) - 1)]
+        self.calls += 1
+        return kind
+
+
 @dataclass
 class RunContext:
     adapter: ModelAdapter
@@ -65,12 +81,16 @@ class RunContext:
     current_call: CallRecord | None = None
     states: dict[str, Any] = field(default_factory=dict)
     _streams: dict[tuple[str, Hashable], Any] = field(default_factory=dict)
-    last_list: BlockList | None = None  # the list that ends this model's block stack
+    last_list: BlockList | None = None  # the list that ends this model's block stack (None: the adapter's last)
+
+    @property
+    def stack_list(self) -> BlockList:
+        return self.last_list or self.adapter.block_lists[-1]
 
     @property
     def stack_keys(self) -> tuple[str, ...]:
         """Keys of the block stack's output (what its last block returns with a value)."""
-        return (self.last_list or self.adapter.block_lists[-1]).output_keys
+        return self.stack_list.output_keys
 
     @property
     def total_steps(self) -> int:
@@ -80,6 +100,13 @@ class RunContext:
     def step(self) -> int:
         """Index of the sampler step in progress (samplers may call the model several times per step)."""
         return self.steps_done
+
+    def in_window(self, start_percent: float, end_percent: float) -> bool:
+        """The step in progress lies in [start_percent, end_percent) of the run (end 1 includes the last)."""
+        if self.total_steps == 0:
+            return True
+        share = self.step / self.total_steps
+        return start_percent <= share < end_percent or (end_percent >= 1.0 and share >= 1.0)
 
     def on_step_done(self, index: int) -> None:
         self.steps_done = index + 1

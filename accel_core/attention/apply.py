@@ -17,7 +17,7 @@ import torch
 
 from ..adapters import HOOK_ATTENTION, HOOK_BLOCK_REPLACE, HOOK_DIFFUSION_MODEL
 from ..comfy_patch import attach, set_attention_override, set_block_patches
-from ..run_context import BlockSite, ConfiguredMethod, RunContext
+from ..run_context import BlockMarker, BlockSite, ConfiguredMethod, RunContext
 from . import engine
 from .config import SparseAttentionConfig
 from .dispatch import backend_for
@@ -27,14 +27,6 @@ KEY = "ditaccel.sparse_attention"
 BLOCK_KEY = "ditaccel_sparse_block"
 NEEDS = frozenset({HOOK_BLOCK_REPLACE, HOOK_ATTENTION, HOOK_DIFFUSION_MODEL})
 NODE = "DiTAccelSparseAttention"
-
-
-class SiteMarker:
-    """In a block's transformer_options: which block runs, and how many attentions ran in it."""
-
-    def __init__(self, site: BlockSite) -> None:
-        self.site = site
-        self.calls = 0
 
 
 @dataclass
@@ -48,7 +40,7 @@ class SparseRunState:
 def block_hook() -> Callable[..., dict]:
     def hook(args: dict, call_block: Callable[[dict], dict], site: BlockSite, ctx: RunContext | None) -> dict:
         to = args.get("transformer_options") or {}
-        return call_block({**args, "transformer_options": {**to, BLOCK_KEY: SiteMarker(site)}})
+        return call_block({**args, "transformer_options": {**to, BLOCK_KEY: BlockMarker(site)}})
 
     return hook
 
@@ -69,13 +61,6 @@ def _from_bhnd(x: torch.Tensor, skip_output_reshape: bool) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, n, h * d)
 
 
-def _in_window(config: SparseAttentionConfig, ctx: RunContext) -> bool:
-    if ctx.total_steps == 0:
-        return True
-    share = ctx.step / ctx.total_steps
-    return config.start_percent <= share < config.end_percent or (config.end_percent >= 1.0 and share >= 1.0)
-
-
 def dense_reason(config: SparseAttentionConfig, ctx: RunContext, site: BlockSite, kind: str, q: torch.Tensor,
                  k: torch.Tensor, mask: Any, n_img: int, skip_reshape: bool) -> str | None:
     """Why this attention call stays with the previous function (None: it goes sparse)."""
@@ -87,7 +72,7 @@ def dense_reason(config: SparseAttentionConfig, ctx: RunContext, site: BlockSite
         return f"dense (under {config.min_tokens} image tokens)"
     if ctx.step < config.dense_steps:
         return "dense (dense step)"
-    if not _in_window(config, ctx):
+    if not ctx.in_window(config.start_percent, config.end_percent):
         return "dense (outside start/end)"
     if site.flat_index < config.dense_blocks:
         return "dense (dense block)"
@@ -101,13 +86,11 @@ def attention_hook(config: SparseAttentionConfig) -> Callable[..., torch.Tensor]
     def attention(call_next: Callable[..., torch.Tensor], ctx: RunContext | None, q: torch.Tensor,
                   k: torch.Tensor, v: torch.Tensor, heads: int, *args: Any, **kwargs: Any) -> torch.Tensor:
         to = kwargs.get("transformer_options") or {}
-        marker: SiteMarker | None = to.get(BLOCK_KEY)
+        marker: BlockMarker | None = to.get(BLOCK_KEY)
         call = ctx.current_call if ctx is not None else None
         if marker is None or call is None:
             return call_next(q, k, v, heads, *args, **kwargs)
-        kinds = marker.site.spec.attention
-        kind = kinds[min(marker.calls, len(kinds) - 1)]
-        marker.calls += 1
+        kind = marker.next_attention()
         mask = args[0] if args else kwargs.get("mask")
         skip_reshape = bool(kwargs.get("skip_reshape"))
         reason = dense_reason(config, ctx, marker.site, kind, q, k, mask, call.image_tokens, skip_reshape)
@@ -129,7 +112,7 @@ def attention_hook(config: SparseAttentionConfig) -> Callable[..., torch.Tensor]
     return attention
 
 
-def _sparse_call(config: SparseAttentionConfig, ctx: RunContext, marker: SiteMarker, q: torch.Tensor,
+def _sparse_call(config: SparseAttentionConfig, ctx: RunContext, marker: BlockMarker, q: torch.Tensor,
                  k: torch.Tensor, v: torch.Tensor, heads: int, kwargs: dict) -> torch.Tensor:
     call = ctx.current_call
     skip_reshape = bool(kwargs.get("skip_reshape"))

@@ -36,7 +36,7 @@ def rel_l1(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def final_layout(ctx: RunContext, first_out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The first block's output in the layout the stack's last block returns (joint lists concatenate streams)."""
-    last = ctx.last_list or ctx.adapter.block_lists[-1]
+    last = ctx.stack_list
     first = ctx.adapter.block_lists[0]
     if last is first or not last.joint_order:
         return {k: first_out[k] for k in ctx.stack_keys}

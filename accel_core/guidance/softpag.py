@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..run_context import BlockSite, RunContext
+from ..run_context import BlockMarker, BlockSite, RunContext
 from .head_spec import HeadSelection, parse
 
 KEY = "ditaccel.softpag"
@@ -83,14 +83,6 @@ class PerturbedPass:
     strength: float
 
 
-class BlockMarker:
-    """Put in a block's transformer_options: which block this is and how many attentions ran in it."""
-
-    def __init__(self, site: BlockSite) -> None:
-        self.site = site
-        self.calls = 0
-
-
 BlockFn = Callable[[dict, Callable[[dict], dict], BlockSite, "RunContext | None"], dict]
 
 
@@ -113,10 +105,7 @@ def attention_hook() -> Callable[..., torch.Tensor]:
         perturbed: PerturbedPass | None = to.get(PASS_KEY)
         if marker is None or perturbed is None:
             return out
-        kinds = marker.site.spec.attention
-        kind = kinds[min(marker.calls, len(kinds) - 1)]
-        marker.calls += 1
-        if kind not in ("self", "joint"):
+        if marker.next_attention() not in ("self", "joint"):
             return out
         chosen = perturbed.selection.for_block(marker.site.spec.replace_name, marker.site.index)
         if not chosen:
@@ -133,7 +122,4 @@ def perturbed_conds(cond: list[dict]) -> list[dict]:
 
 
 def in_window(config: SoftPAGConfig, ctx: RunContext | None) -> bool:
-    if ctx is None or ctx.total_steps == 0:
-        return True
-    share = ctx.step / ctx.total_steps
-    return config.start_percent <= share < config.end_percent or (config.end_percent >= 1.0 and share >= 1.0)
+    return ctx is None or ctx.in_window(config.start_percent, config.end_percent)

@@ -109,14 +109,12 @@ def test_batch_two_and_a_rectangular_size(wan):
 
 
 def test_cross_attention_and_masks_go_to_the_previous_function_with_a_reason():
-    from types import SimpleNamespace
-
     from comfyui_ditaccel.accel_core.adapters import WAN21
     from comfyui_ditaccel.accel_core.attention.apply import dense_reason
-    from comfyui_ditaccel.accel_core.run_context import BlockSite
+    from comfyui_ditaccel.accel_core.run_context import BlockSite, RunContext
 
     site = BlockSite(spec=WAN21.block_lists[0], index=3, flat_index=3, last=False)
-    ctx = SimpleNamespace(step=10, total_steps=28)
+    ctx = RunContext(adapter=WAN21, flops=None, record=None, sample_sigmas=[0.0] * 29, steps_done=10)  # step 10 of 28
     q = torch.zeros(2, 1024, 256)
     cfg = config(dense_steps=0, dense_blocks=0)
     assert dense_reason(cfg, ctx, site, "self", q, q, None, 1024, False) is None
