@@ -119,7 +119,7 @@ def _run(q, k, v, layout: TileLayout, config: SparseAttentionConfig) -> torch.Te
         qt, kt, vt = (x.index_select(-2, order) for x in (q, k, v))
         selection = engine._select(qt, kt, vt, layout, config, state)[0]
         out, _, _ = run(qt, kt, vt, selection, layout.block_q, layout.block_k)
-        return out.index_select(-2, torch.argsort(order))
+        return out.index_select(-2, layout.inverse())
     return engine.sparse_attention(q, k, v, layout, config, 10**6, state).out
 
 

@@ -31,13 +31,15 @@ def backend_for(q: torch.Tensor, block_q: int, block_k: int) -> tuple[str, str |
     return (BACKEND_TORCH, reason) if reason else (BACKEND_TRITON, None)
 
 
-def _gather(x: torch.Tensor, perm: torch.Tensor | None) -> torch.Tensor:
+def gather_tokens(x: torch.Tensor, perm: torch.Tensor | None) -> torch.Tensor:
+    """x (..., N, D) reordered by a per-head permutation perm (..., N); None: unchanged."""
     if perm is None:
         return x
     return torch.gather(x, -2, perm.unsqueeze(-1).expand(*perm.shape, x.shape[-1]))
 
 
-def _scatter(x: torch.Tensor, perm: torch.Tensor | None) -> torch.Tensor:
+def scatter_tokens(x: torch.Tensor, perm: torch.Tensor | None) -> torch.Tensor:
+    """The inverse of `gather_tokens`, for outputs (..., N, D) and log-sum-exps (..., N)."""
     if perm is None:
         return x
     if x.dim() == perm.dim():  # lse (B, H, N)
@@ -49,12 +51,13 @@ def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, selection: Selection,
         block_k: int) -> tuple[torch.Tensor, torch.Tensor, str]:
     """out (B, H, N, D) and lse (B, H, N) in the caller's token order, and the backend used."""
     backend, _ = backend_for(q, block_q, block_k)
-    qs, ks, vs = _gather(q, selection.q_perm), _gather(k, selection.k_perm), _gather(v, selection.k_perm)
+    qs = gather_tokens(q, selection.q_perm)
+    ks, vs = gather_tokens(k, selection.k_perm), gather_tokens(v, selection.k_perm)
     fn = block_sparse_attention_cpu
     if backend == BACKEND_TRITON:
         fn = block_sparse_triton.block_sparse_attention_triton
     out, lse = fn(qs, ks, vs, selection.kv_index, selection.kv_count, block_q, block_k)
-    return _scatter(out, selection.q_perm), _scatter(lse, selection.q_perm), backend
+    return scatter_tokens(out, selection.q_perm), scatter_tokens(lse, selection.q_perm), backend
 
 
 def dense_selection(q: torch.Tensor, k: torch.Tensor, block_q: int, block_k: int) -> Selection:

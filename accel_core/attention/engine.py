@@ -9,7 +9,7 @@ import torch
 
 from . import draft, grat, pisa, rettention, svg2
 from .config import SparseAttentionConfig
-from .dispatch import dense_selection, run
+from .dispatch import dense_selection, gather_tokens, run, scatter_tokens
 from .layout import TileLayout
 from .selection import Selection
 
@@ -48,29 +48,15 @@ def _select(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: TileLayou
     return grat.select(q, layout, config.density, "neighbors"), None
 
 
-def _perm(x: torch.Tensor, perm: torch.Tensor | None) -> torch.Tensor:
-    return x if perm is None else torch.gather(x, -2, perm.unsqueeze(-1).expand(*perm.shape, x.shape[-1]))
-
-
-def _unperm(x: torch.Tensor, perm: torch.Tensor | None) -> torch.Tensor:
-    if perm is None:
-        return x
-    if x.dim() == perm.dim():
-        return torch.empty_like(x).scatter_(-1, perm, x)
-    return torch.empty_like(x).scatter_(-2, perm.unsqueeze(-1).expand(*perm.shape, x.shape[-1]), x)
-
-
 def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: TileLayout,
                      config: SparseAttentionConfig, step: int, state: SiteState) -> Outcome:
     """q, k, v (B, H, N, D) image tokens in the model's raster order."""
-    order = layout.order().to(q.device)
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(order.numel(), device=q.device)
+    order, inverse = layout.order().to(q.device), layout.inverse().to(q.device)
     qt, kt, vt = (x.index_select(-2, order) for x in (q, k, v))
     selection, extra = _select(qt, kt, vt, layout, config, state)
     # a method's own reordering (SVG2's clusters) is applied once here, so kernel and estimate share it
     q_perm, k_perm = selection.q_perm, selection.k_perm
-    qt, kt, vt = _perm(qt, q_perm), _perm(kt, k_perm), _perm(vt, k_perm)
+    qt, kt, vt = gather_tokens(qt, q_perm), gather_tokens(kt, k_perm), gather_tokens(vt, k_perm)
     selection = replace(selection, q_perm=None, k_perm=None)
     bq, bk = layout.block_q, layout.block_k
     out, lse, backend = run(qt, kt, vt, selection, bq, bk)
@@ -85,5 +71,5 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: 
     elif config.method == "pisa" or config.estimate_skipped:
         stats = extra if config.method == "pisa" else pisa.block_stats(kt, vt, bk)
         out, lse = pisa.add_estimate(qt, out, lse, selection, stats, bq)
-    out, lse = _unperm(out, q_perm), _unperm(lse, q_perm)
+    out, lse = scatter_tokens(out, q_perm), scatter_tokens(lse, q_perm)
     return Outcome(out.index_select(-2, inverse), lse.index_select(-1, inverse), kept, backend)

@@ -38,6 +38,10 @@ class TileLayout:
         """Permutation (N,): position i of the tiled sequence holds raster token order()[i]."""
         return _order(self.grid, self.query_tile, self.key_tile)
 
+    def inverse(self) -> torch.Tensor:
+        """Permutation (N,) back to raster order: tiled[inverse()] is the raster sequence."""
+        return _inverse(self.grid, self.query_tile, self.key_tile)
+
     def key_centroids(self) -> torch.Tensor:
         """(nKb, 3) float: mean (frame, row, column) of each key block in the tiled order."""
         return _centroids(self.grid, self.query_tile, self.key_tile, self.block_k)
@@ -59,6 +63,11 @@ def _order(grid: tuple[int, int, int], query_tile: int, key_tile: int) -> torch.
     for field, radix in zip(keys, radices, strict=True):
         code = code * radix + field
     return torch.argsort(code.flatten(), stable=True)
+
+
+@lru_cache(maxsize=32)
+def _inverse(grid: tuple[int, int, int], query_tile: int, key_tile: int) -> torch.Tensor:
+    return torch.argsort(_order(grid, query_tile, key_tile))
 
 
 @lru_cache(maxsize=32)

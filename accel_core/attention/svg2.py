@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ...kernels.block_sparse_reference import block_mean_reference, n_blocks
+from .dispatch import gather_tokens
 from .selection import Selection, budget, top_p
 
 TOP_P = 0.9
@@ -58,9 +59,8 @@ def select(q: torch.Tensor, k: torch.Tensor, block_q: int, block_k: int, density
     k_labels, k_cent = kmeans(k, nkb, iterations, previous.k if previous else None)
     q_perm = torch.argsort(q_labels, dim=-1, stable=True)
     k_perm = torch.argsort(k_labels, dim=-1, stable=True)
-    qs = torch.gather(q, -2, q_perm.unsqueeze(-1).expand_as(q))
-    ks = torch.gather(k, -2, k_perm.unsqueeze(-1).expand_as(k))
-    qm, km = block_mean_reference(qs, block_q), block_mean_reference(ks, block_k)
+    qm = block_mean_reference(gather_tokens(q, q_perm), block_q)
+    km = block_mean_reference(gather_tokens(k, k_perm), block_k)
     sizes = torch.full((nkb,), float(block_k), device=q.device)
     sizes[-1] = k.shape[-2] - (nkb - 1) * block_k
     probs = torch.softmax(qm @ km.transpose(-1, -2) / math.sqrt(q.shape[-1]) + sizes.log(), dim=-1)
