@@ -38,12 +38,7 @@ def _add_paths() -> None:
     sys.path.insert(0, str(REPO / "tests" / "support"))
     import dit_runtime
 
-    root = str(dit_runtime.layout().code_root)
-    if root not in sys.path:
-        sys.path.append(root)  # after site-packages: ComfyUI's top-level `utils`, `nodes` stay shadow-free
-    from comfy.cli_args import args
-
-    args.cpu = True  # must precede any import of comfy.model_management
+    dit_runtime.in_process()
 
 
 _add_paths()

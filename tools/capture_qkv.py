@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 from pathlib import Path
 
 import pack  # noqa: F401  (registers the pack for the imports below)
@@ -25,12 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _comfy():
     import dit_runtime
 
-    root = str(dit_runtime.layout().code_root)
-    if root not in sys.path:
-        sys.path.append(root)
-    from comfy.cli_args import args
-
-    args.cpu = True
+    dit_runtime.in_process()
     import comfy.sample
     import comfy.sd
     import comfy.utils

@@ -126,31 +126,38 @@ def _ensure_models(lay: ComfyLayout) -> None:
     _link_trained(lay)
 
 
-def ensure_flux_thin(lay: ComfyLayout | None = None) -> Path:
-    """The 1-block, full-width Flux used for plumbing tests (~780 MB, written on first use)."""
-    lay = lay or layout()
-    path = lay.models / "diffusion_models" / model_files.FLUX_THIN_FILE
+def _ensure_test_model(file_name: str, make: Callable[[Path], str], lay: ComfyLayout | None) -> Path:
+    """A seeded test model under models/diffusion_models, written on first use."""
+    path = (lay or layout()).models / "diffusion_models" / file_name
     if not path.is_file():
-        model_files.make_flux_thin(path)
+        make(path)
     return path
+
+
+def ensure_flux_thin(lay: ComfyLayout | None = None) -> Path:
+    """The 1-block, full-width Flux used for plumbing tests (~780 MB)."""
+    return _ensure_test_model(model_files.FLUX_THIN_FILE, model_files.make_flux_thin, lay)
 
 
 def ensure_sd3_tiny(lay: ComfyLayout | None = None) -> Path:
-    """A 2-block SD3 (MMDiT, width 128) with seeded random weights, for plumbing tests (written on first use)."""
-    lay = lay or layout()
-    path = lay.models / "diffusion_models" / model_files.SD3_TINY_FILE
-    if not path.is_file():
-        model_files.make_sd3_tiny(path)
-    return path
+    """A 2-block SD3 (MMDiT, width 128) with seeded random weights, for plumbing tests."""
+    return _ensure_test_model(model_files.SD3_TINY_FILE, model_files.make_sd3_tiny, lay)
 
 
 def ensure_hunyuan_video_tiny(lay: ComfyLayout | None = None) -> Path:
     """A 1 + 1-block HunyuanVideo (width 256) with seeded random weights, for plumbing tests."""
-    lay = lay or layout()
-    path = lay.models / "diffusion_models" / model_files.HUNYUAN_VIDEO_TINY_FILE
-    if not path.is_file():
-        model_files.make_hunyuan_video_tiny(path)
-    return path
+    return _ensure_test_model(model_files.HUNYUAN_VIDEO_TINY_FILE, model_files.make_hunyuan_video_tiny, lay)
+
+
+def in_process() -> None:
+    """Make ComfyUI importable in this process, on the CPU: its tree goes after site-packages, so
+    ComfyUI's top-level `utils` and `nodes` shadow nothing."""
+    root = str(layout().code_root)
+    if root not in sys.path:
+        sys.path.append(root)
+    from comfy.cli_args import args
+
+    args.cpu = True  # must precede any import of comfy.model_management
 
 
 def prepare(force: bool = False) -> ComfyLayout:

@@ -167,12 +167,7 @@ def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
     import dit_runtime
 
-    root = str(dit_runtime.layout().code_root)
-    if root not in sys.path:
-        sys.path.append(root)
-    from comfy.cli_args import args
-
-    args.cpu = True
+    dit_runtime.in_process()
     import torch
 
     torch.set_grad_enabled(False)

@@ -91,10 +91,9 @@ S = Settings()
 
 
 def comfy_imports():
-    sys.path.append(str(dit_runtime.layout().code_root))
+    dit_runtime.in_process()
     from comfy.cli_args import args
 
-    args.cpu = True
     args.use_pytorch_cross_attention = True  # SDPA has a fast backward; ComfyUI's CPU default does not
     import comfy.latent_formats
     import comfy.ldm.wan.model
