@@ -46,7 +46,7 @@ from comfyui_ditaccel.accel_core.metrics import psnr, ssim
 
 BASELINE = dit_runtime.REPO / "workflows" / "api" / "baseline.json"
 POSITIVE, SAMPLER, SAVE, SHIFT = "3", "6", "9", "10"
-ACCEL, RECORD, REPORT = "40", "41", "50"
+ACCEL, RECORD, REPORT = "40", "49", "50"  # a chain of methods takes 40, 41, ...
 SPLITS = {"tune": (31, 500), "measure": (4242, 9000)}  # (caption draw seed, first sampler seed)
 
 
@@ -92,9 +92,15 @@ def configs(sweep: bool) -> list[Config]:
 
 
 def build_prompt(base: dict, config: Config, caption: str, seed: int, steps: int) -> dict:
-    """Loader -> shift -> [method] -> DiTAccelRecord -> KSampler, plus DiTAccelReport.
+    """Loader -> shift -> [method] -> DiTAccelRecord -> KSampler, plus DiTAccelReport."""
+    nodes = [(config.node, config.inputs)] if config.node is not None else []
+    return build_chain(base, nodes, caption, seed, steps)
 
-    The recorder sits after the method so a peer's skipped calls never reach it: the FLOPs it
+
+def build_chain(base: dict, nodes: list[tuple[str, dict]], caption: str, seed: int, steps: int) -> dict:
+    """Loader -> shift -> each of `nodes` in turn -> DiTAccelRecord -> KSampler, plus DiTAccelReport.
+
+    The recorder sits after the methods so a peer's skipped calls never reach it: the FLOPs it
     records are the FLOPs that ran.
     """
     p = copy.deepcopy(base)
@@ -102,9 +108,10 @@ def build_prompt(base: dict, config: Config, caption: str, seed: int, steps: int
     p[SAMPLER]["inputs"]["seed"] = seed
     p[SAMPLER]["inputs"]["steps"] = steps
     model = [SHIFT, 0]
-    if config.node is not None:
-        p[ACCEL] = {"class_type": config.node, "inputs": {"model": model, **config.inputs}}
-        model = [ACCEL, 0]
+    for i, (node, inputs) in enumerate(nodes):
+        key = str(int(ACCEL) + i)
+        p[key] = {"class_type": node, "inputs": {"model": model, **inputs}}
+        model = [key, 0]
     p[RECORD] = {"class_type": "DiTAccelRecord", "inputs": {"model": model}}
     p[SAMPLER]["inputs"]["model"] = [RECORD, 0]
     p[REPORT] = {"class_type": "DiTAccelReport", "inputs": {"model": [RECORD, 0], "latent": [SAMPLER, 0]}}

@@ -15,7 +15,6 @@ the combined speed-up is compared with the product of the two.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import sys
@@ -54,19 +53,8 @@ def chains(methods: list[str], preset: str, combine: str) -> list[Chain]:
 
 
 def build(base: dict, chain: Chain, caption: str, seed: int, steps: int, size: int) -> dict:
-    p = copy.deepcopy(base)
-    p[bc.POSITIVE]["inputs"]["text"] = caption
-    p[bc.SAMPLER]["inputs"]["seed"] = seed
-    p[bc.SAMPLER]["inputs"]["steps"] = steps
+    p = bc.build_chain(base, list(chain.nodes), caption, seed, steps)
     p[LATENT]["inputs"]["width"] = p[LATENT]["inputs"]["height"] = size
-    model = [bc.SHIFT, 0]
-    for i, (node, inputs) in enumerate(chain.nodes):
-        key = str(60 + i)
-        p[key] = {"class_type": node, "inputs": {"model": model, **inputs}}
-        model = [key, 0]
-    p[bc.RECORD] = {"class_type": "DiTAccelRecord", "inputs": {"model": model}}
-    p[bc.SAMPLER]["inputs"]["model"] = [bc.RECORD, 0]
-    p[bc.REPORT] = {"class_type": "DiTAccelReport", "inputs": {"model": [bc.RECORD, 0], "latent": [bc.SAMPLER, 0]}}
     return p
 
 
