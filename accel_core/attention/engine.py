@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -28,7 +28,6 @@ class Outcome:
     lse: torch.Tensor  # (B, H, N): log of the (estimated) softmax denominator, to merge with other keys
     kept: float  # share of key blocks computed exactly
     backend: str
-    notes: list[str] = field(default_factory=list)
 
 
 def _select(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: TileLayout, config: SparseAttentionConfig,

@@ -62,7 +62,7 @@ def select(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: TileLayout
     bias = torch.log(stats.spread_norm + 1e-5)
     scores = torch.matmul(q_mean, stats.k_mean.transpose(-1, -2)) * scale + bias.unsqueeze(-2)
     index, count = top_k(scores, budget(density, scores.shape[-1]))
-    return Selection(index, count, approximate_rest=True), stats
+    return Selection(index, count), stats
 
 
 def add_estimate(q: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, selection: Selection, stats: BlockStats,

@@ -18,7 +18,6 @@ class Selection:
     kv_count: torch.Tensor  # (B, H, nQb) how many of them are used
     q_perm: torch.Tensor | None = None  # (B, H, N): a further per-head reordering of the queries
     k_perm: torch.Tensor | None = None  # (B, H, N): of keys and values
-    approximate_rest: bool = False  # PISA: estimate the skipped blocks instead of dropping them
 
     def density(self, n_key_blocks: int) -> float:
         return float(self.kv_count.float().mean()) / max(1, n_key_blocks)
