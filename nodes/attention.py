@@ -6,7 +6,7 @@ from comfy_api.latest import io
 
 from ..accel_core.attention.apply import apply_sparse_attention
 from ..accel_core.attention.config import METHODS, PRESET_NAMES, PRESETS, SparseAttentionConfig, preset_config
-from .inputs import range_error, window_error
+from .inputs import choice_error, range_error, window_error
 
 CATEGORY = "DiTAccel/attention"
 BALANCED = PRESETS["balanced"]
@@ -53,11 +53,8 @@ class DiTAccelSparseAttention(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, preset: str | None = None, method: str | None = None, density: float | None = None,
                         start_percent: float | None = None, end_percent: float | None = None) -> bool | str:
-        if preset is not None and preset not in PRESET_NAMES:
-            return f"preset must be one of {', '.join(PRESET_NAMES)}, got {preset!r}"
-        if method is not None and method not in METHODS:
-            return f"method must be one of {', '.join(METHODS)}, got {method!r}"
-        return range_error("density", density, 0.01, 1.0) or window_error(start_percent, end_percent) or True
+        return (choice_error("preset", preset, PRESET_NAMES) or choice_error("method", method, METHODS)
+                or range_error("density", density, 0.01, 1.0) or window_error(start_percent, end_percent) or True)
 
     @classmethod
     def execute(cls, model, preset: str, method: str, density: float = BALANCED["density"],

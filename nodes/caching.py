@@ -9,7 +9,7 @@ from comfy_api.latest import io
 from ..accel_core.caching import presets
 from ..accel_core.caching.apply import apply_cg_taylor, apply_first_block_cache, apply_taylorseer
 from ..accel_core.caching.taylorseer import GRANULARITIES
-from .inputs import window_error
+from .inputs import choice_error, window_error
 
 CATEGORY = "DiTAccel/caching"
 PRESET_TIP = ("quality / balanced / fast: settings calibrated on the embedded model (see README); "
@@ -46,9 +46,7 @@ def check_inputs(preset: str | None, start_percent: float | None, end_percent: f
     It must not take **kwargs: ComfyUI would then skip the range checks of every input. The preset
     is checked here because 0.3.75 does not check V3 combo values against their options.
     """
-    if preset is not None and preset not in presets.PRESET_NAMES:
-        return f"preset must be one of {', '.join(presets.PRESET_NAMES)}, got {preset!r}"
-    return window_error(start_percent, end_percent) or True
+    return choice_error("preset", preset, presets.PRESET_NAMES) or window_error(start_percent, end_percent) or True
 
 
 MODEL_TIP = "The diffusion model (Wan 2.x, Flux, SD3 / SD3.5 or HunyuanVideo). Stacks with the other DiTAccel nodes."

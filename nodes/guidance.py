@@ -9,7 +9,7 @@ from ..accel_core.guidance import head_search, scene_detector
 from ..accel_core.guidance.apply import apply_softpag
 from ..accel_core.guidance.head_spec import HeadSpecError, parse
 from ..accel_core.guidance.softpag import SoftPAGConfig
-from .inputs import range_error, window_error
+from .inputs import choice_error, range_error, window_error
 
 CATEGORY = "DiTAccel/guidance"
 HEADS_TIP = ("Which attention heads to perturb: entries separated by ';', each [kind:]block:heads, 0-based; "
@@ -117,8 +117,8 @@ class DiTAccelHeadHunter(io.ComfyNode):
                 head_search.parse_seeds(seeds)
             if layers is not None and layers.strip() != "all":
                 parse(layers)
-            if objective is not None and objective not in head_search.OBJECTIVES:
-                return f"objective must be one of {', '.join(head_search.OBJECTIVES)}, got {objective!r}"
+            if error := choice_error("objective", objective, head_search.OBJECTIVES):
+                return error
             if objective == "adherence" and caption is not None:
                 scene_detector.primary_object(caption)
         except ValueError as e:

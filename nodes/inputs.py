@@ -9,6 +9,13 @@ def range_error(name: str, value: float | None, lo: float, hi: float) -> str | N
     return None
 
 
+def choice_error(name: str, value: str | None, choices: tuple[str, ...] | list[str]) -> str | None:
+    """0.3.75 does not check V3 combo values against their options: the nodes do."""
+    if value is not None and value not in choices:
+        return f"{name} must be one of {', '.join(choices)}, got {value!r}"
+    return None
+
+
 def window_error(start_percent: float | None, end_percent: float | None) -> str | None:
     """start_percent / end_percent: each in [0, 1], start below end."""
     for name, value in (("start_percent", start_percent), ("end_percent", end_percent)):
