@@ -177,6 +177,7 @@ class BlockPatch:
         self.fn = fn
         self.site = site
         self.previous = previous
+        self.innermost = False  # placed under the pack's other links (see set_block_patches)
 
     def __deepcopy__(self, memo: dict) -> BlockPatch:
         return self
@@ -194,8 +195,13 @@ class BlockPatch:
 
 
 def set_block_patches(model: ModelPatcher, adapter: ModelAdapter, owner: str, fn: BlockFn,
-                      block_filter: Callable[[BlockSite], bool] | None = None) -> int:
-    """Install `fn` on every block (or those `block_filter` keeps); returns how many were patched."""
+                      block_filter: Callable[[BlockSite], bool] | None = None, innermost: bool = False) -> int:
+    """Install `fn` on every block (or those `block_filter` keeps); returns how many were patched.
+
+    `innermost`: the link goes below the pack's other links, next to the block itself, whatever the
+    order the nodes were applied in (a method that runs blocks on part of the tokens must be the
+    only one that sees the part: the others see whole-image tensors).
+    """
     diffusion_model = model.get_model_object("diffusion_model")
     current = transformer_options(model).get("patches_replace", {}).get("dit", {})
     sizes = [(spec, len(getattr(diffusion_model, spec.attr, ()))) for spec in adapter.block_lists]
@@ -208,9 +214,19 @@ def set_block_patches(model: ModelPatcher, adapter: ModelAdapter, owner: str, fn
             if block_filter is not None and not block_filter(site):
                 continue
             previous = _without_owner(current.get((spec.replace_name, i)), owner)
-            model.set_model_patch_replace(BlockPatch(owner, fn, site, previous), "dit", spec.replace_name, i)
+            link = _below_pack_links(previous, owner, fn, site) if innermost else BlockPatch(owner, fn, site, previous)
+            model.set_model_patch_replace(link, "dit", spec.replace_name, i)
             patched += 1
     return patched
+
+
+def _below_pack_links(patch: Any, owner: str, fn: BlockFn, site: BlockSite) -> BlockPatch:
+    """`patch`'s chain with `owner`'s link put under every pack link (above a foreign patch, if any)."""
+    if isinstance(patch, BlockPatch) and not getattr(patch, "innermost", False):
+        return BlockPatch(patch.owner, patch.fn, patch.site, _below_pack_links(patch.previous, owner, fn, site))
+    link = BlockPatch(owner, fn, site, patch)
+    link.innermost = True
+    return link
 
 
 def _without_owner(patch: Any, owner: str) -> Any:
@@ -223,7 +239,9 @@ def _without_owner(patch: Any, owner: str) -> Any:
     if rest is patch.previous:
         return patch
     if isinstance(patch, BlockPatch):
-        return BlockPatch(patch.owner, patch.fn, patch.site, rest)
+        link = BlockPatch(patch.owner, patch.fn, patch.site, rest)
+        link.innermost = patch.innermost
+        return link
     return AttentionOverride(patch.owner, patch.fn, rest)
 
 
@@ -290,6 +308,19 @@ def remove_post_cfg(model: ModelPatcher, owner: str) -> None:
     """Drop `owner`'s post-CFG functions from the clone `model` (applying a method again replaces them)."""
     fns = model.model_options.get("sampler_post_cfg_function", [])
     model.model_options["sampler_post_cfg_function"] = [f for f in fns if getattr(f, "owner", None) != owner]
+
+
+def add_post_cfg(model: ModelPatcher, fn: Callable[[dict], torch.Tensor]) -> None:
+    """Add `fn` (with an `owner`) to the clone's post-CFG functions, replacing the owner's earlier one.
+
+    Functions with `runs_last = True` (those that rewrite the guided output token by token, e.g.
+    JiT filling the tokens the model did not compute) stay after the others whatever the order
+    the nodes were applied in.
+    """
+    remove_post_cfg(model, fn.owner)
+    fns = [*model.model_options.get("sampler_post_cfg_function", []), fn]
+    last = [f for f in fns if getattr(f, "runs_last", False)]
+    model.model_options["sampler_post_cfg_function"] = [f for f in fns if f not in last] + last
 
 
 def run_conds(model: Any, conds: list, x: torch.Tensor, sigma: torch.Tensor, model_options: dict,

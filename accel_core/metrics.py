@@ -56,8 +56,13 @@ def _tokens_for(name: str, spec: BlockList, n_img: int, n_txt: int) -> int:
     return n_img + n_txt if spec.joint_tokens else n_img
 
 
-def block_flops(block: torch.nn.Module, spec: BlockList, n_img: int, n_txt: int) -> float:
-    """Multiply-add FLOPs (2 per MAC) of one block for one sample: its linears plus attention."""
+def block_flops(block: torch.nn.Module, spec: BlockList, n_img: int, n_txt: int, n_keys: int | None = None) -> float:
+    """Multiply-add FLOPs (2 per MAC) of one block for one sample: its linears plus attention.
+
+    `n_keys`: image keys each image query attends to, where that differs from `n_img` (a block run
+    on part of the tokens whose attention still sees every token's cached key).
+    """
+    keys = n_img if n_keys is None else n_keys
     linears = [(n, m.weight.shape) for n, m in block.named_modules()
                if getattr(m, "weight", None) is not None and m.weight.dim() == 2]
     if not linears:
@@ -66,9 +71,9 @@ def block_flops(block: torch.nn.Module, spec: BlockList, n_img: int, n_txt: int)
     width = min(shape[1] for _, shape in linears)
     for kind in spec.attention:
         if kind == "self":
-            q, k = n_img, n_img
+            q, k = n_img, keys
         elif kind == "joint":
-            q = k = n_img + n_txt
+            q, k = n_img + n_txt, keys + n_txt
         else:  # cross
             q, k = n_img, n_txt
         flops += 4.0 * q * k * width  # QK^T and AV
@@ -82,16 +87,16 @@ class FlopCounter:
         self.adapter = adapter
         self._blocks = [(spec, block) for spec in adapter.block_lists
                         for block in getattr(diffusion_model, spec.attr, ())]
-        self._cache: dict[tuple[int, int], tuple[float, ...]] = {}
+        self._cache: dict[tuple[int, int, int | None], tuple[float, ...]] = {}
 
-    def per_block(self, n_img: int, n_txt: int) -> tuple[float, ...]:
-        key = (n_img, n_txt)
+    def per_block(self, n_img: int, n_txt: int, n_keys: int | None = None) -> tuple[float, ...]:
+        key = (n_img, n_txt, n_keys)
         if key not in self._cache:
-            self._cache[key] = tuple(block_flops(block, spec, n_img, n_txt) for spec, block in self._blocks)
+            self._cache[key] = tuple(block_flops(block, spec, n_img, n_txt, n_keys) for spec, block in self._blocks)
         return self._cache[key]
 
-    def stack(self, n_img: int, n_txt: int, batch: int = 1) -> float:
-        return batch * sum(self.per_block(n_img, n_txt))
+    def stack(self, n_img: int, n_txt: int, batch: int = 1, n_keys: int | None = None) -> float:
+        return batch * sum(self.per_block(n_img, n_txt, n_keys))
 
 
 def tensor_bytes(obj: object, _seen: set[int] | None = None) -> int:

@@ -21,6 +21,7 @@ RAN_GATED = "gated"  # a gate ran the first block and skipped the rest
 RAN_FORECAST = "forecast"
 RAN_REUSED = "reused"
 RAN_SPARSE = "sparse"  # attention ran block-sparse in at least one block
+RAN_SUBSET = "subset"  # the blocks ran on part of the image tokens (RAS, JiT)
 
 
 @dataclass
@@ -40,6 +41,7 @@ class CallRecord:
     grid: tuple[int, int, int] = (1, 0, 0)  # image tokens as (frames, rows, columns)
     # what each attention call of this model call did, e.g. {"sparse": 10, "dense (dense step)": 2}
     attention: dict[str, int] = field(default_factory=dict)
+    tokens_run: int = -1  # image tokens the blocks computed (-1: all of them)
 
     def note_attention(self, what: str, flops_saved: float = 0.0) -> None:
         self.attention[what] = self.attention.get(what, 0) + 1
@@ -67,6 +69,7 @@ class StepSummary:
     seconds: float
     gate_error: float = float("nan")
     attention: str = "-"  # what the attention calls did, e.g. "sparse x10, dense (dense step) x2"
+    tokens: str = "-"  # image tokens computed per call, e.g. "128/256" ("-": all)
 
 
 @dataclass
@@ -103,6 +106,7 @@ class RunRecord:
                 seconds=sum(c.seconds for c in calls),
                 gate_error=max(errors) if errors else float("nan"),
                 attention=", ".join(f"{k} x{n}" for k, n in attention.items()) or "-",
+                tokens=_tokens_text(calls),
             ))
         return out
 
@@ -127,6 +131,9 @@ class RunRecord:
             f"{'step':>4}  {'sigma':>8}  {'ran':<18} {'skipped':<28} {'gate err':>8}  {'GFLOP run/full':>16}  "
             f"{'ms':>8}",
         ]
+        with_tokens = any(s.tokens != "-" for s in steps)
+        if with_tokens:
+            lines[-1] += f"  {'tokens':>9}"
         with_attention = any(s.attention != "-" for s in steps)
         if with_attention:
             lines[-1] += "  attention"
@@ -135,9 +142,18 @@ class RunRecord:
             lines.append(
                 f"{s.step:>4}  {s.sigma:>8.4f}  {s.ran:<18} {s.skipped:<28} {gate:>8}  "
                 f"{s.flops_run / 1e9:>7.3f}/{s.flops_full / 1e9:<8.3f}  {1000.0 * s.seconds:>8.1f}"
+                + (f"  {s.tokens:>9}" if with_tokens else "")
                 + (f"  {s.attention}" if with_attention else "")
             )
         return "\n".join(lines)
+
+
+def _tokens_text(calls: list[CallRecord]) -> str:
+    """Image tokens computed per call of a step, when some call ran a subset ("128/256")."""
+    if all(c.tokens_run < 0 for c in calls):
+        return "-"
+    counts = sorted({(c.tokens_run if c.tokens_run >= 0 else c.image_tokens, c.image_tokens) for c in calls})
+    return ", ".join(f"{run}/{full}" for run, full in counts)
 
 
 class ReportHolder:
@@ -161,7 +177,7 @@ class ReportHolder:
 
 
 _COLOURS = {RAN_FULL: (70, 110, 200), RAN_GATED: (240, 170, 40), RAN_FORECAST: (60, 170, 90),
-            RAN_REUSED: (150, 150, 150)}
+            RAN_REUSED: (150, 150, 150), RAN_SUBSET: (150, 90, 190)}
 
 
 def render_plot(record: RunRecord | None, width: int = 768, height: int = 384) -> np.ndarray:

@@ -56,6 +56,7 @@ class Config:
     group: str  # baseline | ours | peer
     node: str | None = None
     inputs: dict = field(default_factory=dict)
+    then: tuple[tuple[str, dict], ...] = ()  # more nodes after `node`, in order (a stack of methods)
 
 
 def configs(sweep: bool) -> list[Config]:
@@ -94,7 +95,7 @@ def configs(sweep: bool) -> list[Config]:
 def build_prompt(base: dict, config: Config, caption: str, seed: int, steps: int) -> dict:
     """Loader -> shift -> [method] -> DiTAccelRecord -> KSampler, plus DiTAccelReport."""
     nodes = [(config.node, config.inputs)] if config.node is not None else []
-    return build_chain(base, nodes, caption, seed, steps)
+    return build_chain(base, nodes + list(config.then), caption, seed, steps)
 
 
 def build_chain(base: dict, nodes: list[tuple[str, dict]], caption: str, seed: int, steps: int) -> dict:
@@ -299,7 +300,8 @@ def plot(rows: list[Row], path: Path, steps: int) -> None:
     d.text((left, bottom + 6), f"{lo_p:.0f}", fill="black")
     d.text((right - 20, bottom + 6), f"{hi_p:.0f}", fill="black")
     colours = {"TaylorSeer": (40, 120, 220), "CGTaylor": (30, 160, 80), "FirstBlockCache": (150, 90, 200),
-               "EasyCache": (220, 80, 40), "LazyCache": (200, 160, 20)}
+               "EasyCache": (220, 80, 40), "LazyCache": (200, 160, 20), "RAS": (40, 170, 170),
+               "JiT": (200, 60, 140)}
     for name, colour in colours.items():
         group = sorted((r for r in pts if r.name.startswith(name)), key=lambda r: r.psnr)
         coords = [xy(r) for r in group]
@@ -312,7 +314,7 @@ def plot(rows: list[Row], path: Path, steps: int) -> None:
     for name, colour in colours.items():
         d.rectangle([lx, top + 8, lx + 10, top + 18], fill=colour)
         d.text((lx + 14, top + 6), name, fill="black")
-        lx += 130
+        lx += 110
     img.save(path)
 
 

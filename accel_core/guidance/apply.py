@@ -8,8 +8,8 @@ import torch
 
 from ..adapters import HOOK_ATTENTION, HOOK_BLOCK_REPLACE, HOOK_DIFFUSION_MODEL
 from ..comfy_patch import (
+    add_post_cfg,
     attach,
-    remove_post_cfg,
     run_conds,
     run_context,
     set_attention_override,
@@ -66,6 +66,5 @@ def apply_softpag(model: Any, config: softpag.SoftPAGConfig) -> Any:
     set_block_patches(m, adapter, softpag.KEY, softpag.block_hook(),
                       block_filter=lambda site: bool(selection.for_block(site.spec.replace_name, site.index)))
     set_attention_override(m, softpag.KEY, softpag.attention_hook())
-    remove_post_cfg(m, softpag.KEY)
-    m.set_model_sampler_post_cfg_function(SoftPAGGuidance(config, selection))
+    add_post_cfg(m, SoftPAGGuidance(config, selection))
     return m

@@ -1,0 +1,277 @@
+"""Attaching RAS and JiT to a ComfyUI model (imports ComfyUI only through comfy_patch).
+
+Both run the blocks on part of the image tokens. Their block patch sits under the pack's other
+block patches (`innermost`), gathers the chosen tokens (hidden state, RoPE table, per-token
+modulation) before the block and scatters the block's output back into a whole-image tensor,
+so every other method sees whole images. A post-CFG function sees the guided output the
+sampler integrates: RAS ranks tokens from it, JiT rewrites the tokens it did not compute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..adapters import HOOK_ATTENTION, HOOK_BLOCK_REPLACE, HOOK_DIFFUSION_MODEL, UnsupportedModelError
+from ..comfy_patch import add_post_cfg, attach, run_context, set_attention_override, set_block_patches
+from ..report import RAN_SUBSET
+from ..run_context import BlockMarker, BlockSite, ConfiguredMethod, RunContext
+from . import jit, ras
+from .tokens import gather_tokens, rows_for_call, scatter_tokens, to_pixels
+
+NEEDS = frozenset({HOOK_BLOCK_REPLACE, HOOK_ATTENTION, HOOK_DIFFUSION_MODEL})
+SUPPORTED = ("wan",)
+MARK_KEY = "ditaccel_spatial_block"
+
+
+def check_family(adapter: Any, node: str) -> None:
+    if adapter.family not in SUPPORTED:
+        raise UnsupportedModelError(
+            f"{node}: {adapter.display_name} is not supported yet; token subsets need a block whose inputs are "
+            f"one image stream with its RoPE table (Wan 2.1 / 2.2). Supported: Wan 2.x.")
+
+
+@dataclass
+class CallPlan:
+    """What the call in progress runs: every token, or `index` (rows, n) of them."""
+
+    key: tuple
+    index: torch.Tensor | None = None
+
+
+def call_key(to: dict, x: torch.Tensor) -> tuple:
+    return tuple(str(u) for u in to.get("uuids") or ()), x.shape[0], x.shape[1]
+
+
+def velocity(args: dict) -> torch.Tensor:
+    """The sampler's velocity from a post-CFG function's arguments: (x - denoised) / sigma."""
+    x, denoised = args["input"], args["denoised"]
+    sigma = args["sigma"].reshape(-1, *([1] * (x.dim() - 1))).clamp_min(1e-8)
+    return (x - denoised) / sigma
+
+
+def gather_block_args(args: dict, index: torch.Tensor) -> dict:
+    """A Wan block's arguments restricted to the tokens in `index`."""
+    x = args["img"]
+    out = {**args, "img": gather_tokens(x, index)}
+    pe = args.get("pe")
+    if isinstance(pe, torch.Tensor) and pe.dim() > 1 and pe.shape[1] == x.shape[1]:
+        out["pe"] = gather_tokens(pe, index)
+    vec = args.get("vec")
+    if isinstance(vec, torch.Tensor) and vec.dim() == 4 and vec.shape[1] == x.shape[1]:  # Wan 2.2 5B: per token
+        out["vec"] = gather_tokens(vec, index)
+    return out
+
+
+# --- RAS ---------------------------------------------------------------------------------------
+
+RAS_NODE = "DiTAccelRAS"
+
+
+class RASObserver:
+    """Post-CFG: record the guided update each evaluation makes (the next step's ranking)."""
+
+    owner = ras.KEY
+
+    def __deepcopy__(self, memo: dict) -> RASObserver:
+        return self
+
+    def __call__(self, args: dict) -> torch.Tensor:
+        ctx = run_context(args["model_options"].get("transformer_options", {}))
+        state = ctx.states.get(ras.KEY) if ctx is not None else None
+        if state is not None:
+            state.observe(velocity(args))
+        return args["denoised"]
+
+
+def _ras_begin_call(state: ras.RASState, ctx: RunContext, args: dict) -> CallPlan:
+    to = args["transformer_options"]
+    x = args["img"]
+    plan = CallPlan(call_key(to, x))
+    call = ctx.current_call
+    if call is None or x.shape[1] != call.image_tokens or plan.key not in state.hidden:
+        return plan
+    chosen = state.selection(ctx.step, x.shape[1])
+    chunks = max(len(to.get("cond_or_uncond") or ()), 1)
+    if chosen is None or chosen.shape[0] * chunks != x.shape[0]:
+        return plan
+    plan.index = rows_for_call(chosen, chunks)
+    n, full = chosen.shape[1], x.shape[1]
+    call.tokens_run = n
+    saved = call.flops_full - ctx.flops.stack(n, call.text_tokens, batch=x.shape[0], n_keys=full)
+    call.mark_skipped(saved, f"{full - n} of {full} tokens reused", RAN_SUBSET)
+    return plan
+
+
+def run_block(args: dict, call_block: Callable[[dict], dict], site: BlockSite, index: torch.Tensor | None,
+              base: torch.Tensor | None = None) -> dict:
+    """The block on every token, or on the tokens in `index` with its output scattered into `base`
+    (default: the block's input, so the tokens left out pass through unchanged)."""
+    marked = {**args, "transformer_options": {**args["transformer_options"], MARK_KEY: BlockMarker(site)}}
+    if index is None:
+        return call_block(marked)
+    out = call_block(gather_block_args(marked, index))
+    return {**out, "img": scatter_tokens(args["img"] if base is None else base, index, out["img"])}
+
+
+def ras_block_hook() -> Callable[..., dict]:
+    def hook(args: dict, call_block: Callable[[dict], dict], site: BlockSite, ctx: RunContext | None) -> dict:
+        if ctx is None:
+            return call_block(args)
+        state: ras.RASState = ctx.state(ras.KEY)
+        if site.flat_index == 0 or state.current is None:
+            state.current = _ras_begin_call(state, ctx, args)
+        plan: CallPlan = state.current
+        # the last block's tokens left out keep the output they had when last computed
+        base = state.hidden[plan.key] if site.last and plan.index is not None else None
+        out = run_block(args, call_block, site, plan.index, base)
+        if site.last:
+            state.hidden[plan.key] = out["img"]
+            state.current = None
+        return out
+
+    return hook
+
+
+def ras_attention_hook() -> Callable[..., torch.Tensor]:
+    """Self-attention of a subset call: the chosen tokens' queries see every token's key and value
+    (fresh for the chosen tokens, cached for the others); a full call refreshes the cache."""
+
+    def attention(call_next: Callable[..., torch.Tensor], ctx: RunContext | None, q: torch.Tensor,
+                  k: torch.Tensor, v: torch.Tensor, heads: int, *args: Any, **kwargs: Any) -> torch.Tensor:
+        to = kwargs.get("transformer_options") or {}
+        marker: BlockMarker | None = to.get(MARK_KEY)
+        state = ctx.states.get(ras.KEY) if ctx is not None else None
+        if marker is None or state is None or state.current is None or marker.next_attention() != "self" \
+                or kwargs.get("skip_reshape") or k.dim() != 3:
+            return call_next(q, k, v, heads, *args, **kwargs)
+        plan: CallPlan = state.current
+        slot = (plan.key, marker.site.flat_index)
+        if plan.index is None:
+            state.keys_values[slot] = (k.detach().clone(), v.detach().clone())
+            return call_next(q, k, v, heads, *args, **kwargs)
+        k_all, v_all = state.keys_values[slot]
+        k_all, v_all = scatter_tokens(k_all, plan.index, k), scatter_tokens(v_all, plan.index, v)
+        state.keys_values[slot] = (k_all, v_all)
+        return call_next(q, k_all, v_all, heads, *args, **kwargs)
+
+    return attention
+
+
+def _ras_state(config: ras.RASConfig, run: RunContext) -> ras.RASState:
+    return ras.RASState(config=config, plan=config.plan(run.total_steps), patch=run.adapter.patch_size)
+
+
+def apply_ras(model: Any, config: ras.RASConfig) -> Any:
+    method = ConfiguredMethod(ras.KEY, config, _ras_state)
+    m, adapter = attach(model, method, NEEDS, name=RAS_NODE)
+    check_family(adapter, RAS_NODE)
+    set_block_patches(m, adapter, ras.KEY, ras_block_hook(), innermost=True)
+    set_attention_override(m, ras.KEY, ras_attention_hook())
+    add_post_cfg(m, RASObserver())
+    return m
+
+
+# --- JiT ---------------------------------------------------------------------------------------
+
+JIT_NODE = "DiTAccelJiT"
+
+
+def _jit_begin_call(state: jit.JiTState, ctx: RunContext, args: dict) -> CallPlan:
+    to = args["transformer_options"]
+    x = args["img"]
+    plan = CallPlan(call_key(to, x))
+    call = ctx.current_call
+    chunks = max(len(to.get("cond_or_uncond") or ()), 1)
+    if call is None or x.shape[1] != call.image_tokens or x.shape[0] % chunks:
+        state.used_mask = None
+        return plan
+    mask = state.anchors(ctx.step, x.shape[0] // chunks, call.grid)
+    state.used_mask = mask
+    if mask is None:
+        return plan
+    per_sample = mask.nonzero()[:, 1].view(mask.shape[0], -1)
+    plan.index = rows_for_call(per_sample, chunks)
+    n, full = per_sample.shape[1], x.shape[1]
+    call.tokens_run = n
+    call.mark_skipped(call.flops_full - ctx.flops.stack(n, call.text_tokens, batch=x.shape[0]),
+                      f"{full - n} of {full} tokens interpolated", RAN_SUBSET)
+    return plan
+
+
+def jit_block_hook() -> Callable[..., dict]:
+    def hook(args: dict, call_block: Callable[[dict], dict], site: BlockSite, ctx: RunContext | None) -> dict:
+        if ctx is None:
+            return call_block(args)
+        state: jit.JiTState = ctx.state(jit.KEY)
+        if site.flat_index == 0 or state.current is None:
+            state.current = _jit_begin_call(state, ctx, args)
+        out = run_block(args, call_block, site, state.current.index)
+        if site.last:
+            state.current = None
+        return out
+
+    return hook
+
+
+class JiTFill:
+    """Post-CFG, after every other function: the velocity of the tokens the model did not compute is
+    the anchors' velocity spread over the image; tokens joining this step are pulled toward the
+    anchors' clean-image estimate (the micro-flow), through the velocity the sampler integrates."""
+
+    owner = jit.KEY
+    runs_last = True
+
+    def __deepcopy__(self, memo: dict) -> JiTFill:
+        return self
+
+    def __call__(self, args: dict) -> torch.Tensor:
+        ctx = run_context(args["model_options"].get("transformer_options", {}))
+        state: jit.JiTState | None = ctx.states.get(jit.KEY) if ctx is not None else None
+        if state is None:
+            return args["denoised"]
+        x = args["input"]
+        sigma = args["sigma"].reshape(-1, *([1] * (x.dim() - 1))).clamp_min(1e-8)
+        v = velocity(args)
+        if state.noise is None or state.noise.shape != x.shape:
+            state.noise = x / sigma  # the run's starting noise (x = sigma_max * noise on an empty latent)
+        grid = state.grid or (1, 1, 1)
+        size = tuple(jit.as_video(x).shape[2:])
+        mask = getattr(state, "used_mask", None)
+        if mask is not None and mask.shape[0] == x.shape[0]:
+            known = to_pixels(mask.float(), grid, state.patch, size) > 0.5
+            density = float(mask.float().mean())
+            v = jit.spread(v, known if x.dim() == 5 else known[:, 0], jit.spread_sigma(density) * state.patch[1])
+        if state.joined_step == ctx.step and state.joined is not None and state.last_clean is not None \
+                and state.last_clean.shape == x.shape and ctx.step + 1 < len(ctx.sample_sigmas):
+            state.joined_step = None  # once per stage change, whatever the sampler's evaluations per step
+            last_known = to_pixels(state.last_mask.float(), grid, state.patch, size) > 0.5
+            clean = jit.spread(state.last_clean, last_known if x.dim() == 5 else last_known[:, 0],
+                               jit.spread_sigma(float(state.last_mask.float().mean())) * state.patch[1])
+            target = clean * (1 - sigma) + sigma * state.noise
+            dt = ctx.sample_sigmas[ctx.step + 1] - float(args["sigma"].flatten()[0])
+            joined = to_pixels(state.joined.float(), grid, state.patch, size) > 0.5
+            joined = (joined if x.dim() == 5 else joined[:, 0]).unsqueeze(1)
+            if abs(dt) > 1e-8:
+                v = torch.where(joined, v + (target - x) / (state.config.relax * dt), v)
+        state.last_velocity = v
+        state.last_clean = x - sigma * v
+        state.last_mask = mask if mask is not None else torch.ones(x.shape[0], grid[0] * grid[1] * grid[2],
+                                                                  dtype=torch.bool)
+        return x - sigma * v
+
+
+def _jit_state(config: jit.JiTConfig, run: RunContext) -> jit.JiTState:
+    return jit.JiTState(config=config, total_steps=run.total_steps, patch=run.adapter.patch_size)
+
+
+def apply_jit(model: Any, config: jit.JiTConfig) -> Any:
+    method = ConfiguredMethod(jit.KEY, config, _jit_state)
+    m, adapter = attach(model, method, NEEDS, name=JIT_NODE)
+    check_family(adapter, JIT_NODE)
+    set_block_patches(m, adapter, jit.KEY, jit_block_hook(), innermost=True)
+    add_post_cfg(m, JiTFill())
+    return m

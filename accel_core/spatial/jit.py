@@ -1,0 +1,219 @@
+"""Just-in-Time anchor sampling (Sun, Li, Liu, CVPR 2026, arXiv 2603.10744), as a model patch.
+
+The run is cut into stages (`stages`: where each ends, as a share of the steps); in stage s only
+a `densities[s]` share of the image tokens, the anchors, go through the transformer, and the
+velocity of every other token is the anchors' velocity spread over the image (normalised
+Gaussian interpolation; the paper's SAG-ODE). The first anchors are a checkerboard of the token
+grid (even rows and columns) plus its border, trimmed or filled to the first density with a
+fixed seed; each later stage adds the tokens where the last velocity field varies most (local
+3 x 3 variance). Tokens that join are first pulled toward the anchors' clean-image estimate,
+noised to the current level with the run's own starting noise (the deterministic micro-flow:
+x <- (1 - 1/R) x + (1/R) target, R = `relax`). With the stock KSampler the pull is applied
+through the velocity the sampler integrates, using the next sigma of `sample_sigmas`.
+
+The paper's 4x / 7x presets also run fewer steps (18 / 11 instead of 50): here the step count is
+the sampler's; `tools/bench_spatial.py` measures both at the same steps and at 11 and 18.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .tokens import as_video, per_token
+
+KEY = "ditaccel.jit"
+
+
+def parse_fractions(text: str, name: str) -> tuple[float, ...]:
+    """"0.4, 0.65, 1.0" -> (0.4, 0.65, 1.0); an error names the input and the bad entry."""
+    out = []
+    for part in str(text).split(","):
+        part = part.strip()
+        try:
+            value = float(part)
+        except ValueError:
+            raise ValueError(f"{name}: {part!r} is not a number (expected comma-separated fractions, "
+                             f"e.g. '0.4, 0.65, 1.0')") from None
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"{name}: {value:g} is outside (0, 1]")
+        out.append(value)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class JiTConfig:
+    stages: tuple[float, ...] = (0.4, 0.65, 1.0)
+    densities: tuple[float, ...] = (0.35, 0.62, 1.0)
+    relax: int = 3
+
+    def __post_init__(self) -> None:
+        if not self.stages or len(self.stages) != len(self.densities):
+            raise ValueError(f"stages and densities must have the same number of entries, got {len(self.stages)} "
+                             f"and {len(self.densities)}")
+        if any(not 0.0 < s <= 1.0 for s in self.stages) or list(self.stages) != sorted(set(self.stages)):
+            raise ValueError(f"stages must rise strictly within (0, 1], got {', '.join(f'{s:g}' for s in self.stages)}")
+        if self.stages[-1] != 1.0:
+            raise ValueError(f"stages must end at 1.0 (the last stage runs to the end), got {self.stages[-1]:g}")
+        if any(not 0.0 < d <= 1.0 for d in self.densities) or list(self.densities) != sorted(self.densities):
+            raise ValueError(f"densities must lie in (0, 1] and never fall, got "
+                             f"{', '.join(f'{d:g}' for d in self.densities)}")
+        if not 1 <= self.relax <= 100:
+            raise ValueError(f"relax must be between 1 and 100, got {self.relax}")
+
+    def tag(self) -> str:
+        fmt = ", ".join
+        return (f"JiT(stages={fmt(f'{s:g}' for s in self.stages)}; densities={fmt(f'{d:g}' for d in self.densities)}; "
+                f"relax={self.relax})")
+
+    def stage_ends(self, total_steps: int) -> list[int]:
+        """The first step after each stage (the reference's int(total_steps * ratio))."""
+        ends = [int(total_steps * s) for s in self.stages]
+        ends[-1] = total_steps
+        return ends
+
+    def stage_of(self, step: int, total_steps: int) -> int:
+        return next((k for k, end in enumerate(self.stage_ends(total_steps)) if step < end), len(self.stages) - 1)
+
+    def full_token_evaluations(self, total_steps: int) -> float:
+        """Model evaluations counted in whole-image equivalents (for the fair control)."""
+        ends, start, total = self.stage_ends(total_steps), 0, 0.0
+        for end, density in zip(ends, self.densities, strict=True):
+            total += max(end - start, 0) * density
+            start = max(start, end)
+        return total
+
+
+def initial_anchors(grid: tuple[int, int, int], density: float, seed: int = 0) -> torch.Tensor:
+    """(L,) bool: even rows and columns of each frame plus the border, trimmed / filled to `density`."""
+    t, h, w = grid
+    plane = torch.zeros(h, w, dtype=torch.bool)
+    plane[::2, ::2] = True
+    plane[0, :] = plane[-1, :] = plane[:, 0] = plane[:, -1] = True
+    mask = plane.expand(t, h, w).flatten().clone()
+    want = max(1, min(mask.numel(), round(density * mask.numel())))
+    g = torch.Generator().manual_seed(seed)
+    have = int(mask.sum())
+    if have > want:
+        on = mask.nonzero().flatten()
+        mask[on[torch.randperm(on.numel(), generator=g)[: have - want]]] = False
+    elif have < want:
+        off = (~mask).nonzero().flatten()
+        mask[off[torch.randperm(off.numel(), generator=g)[: want - have]]] = True
+    return mask
+
+
+def local_variance(v: torch.Tensor) -> torch.Tensor:
+    """Per latent pixel, the 3 x 3 neighbourhood variance of a velocity field, averaged over channels."""
+    x = as_video(v).float()
+    b, c, t, h, w = x.shape
+    frames = x.movedim(2, 1).reshape(b * t, c, h, w)
+    mean = F.avg_pool2d(F.pad(frames, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    sq = F.avg_pool2d(F.pad(frames * frames, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    return (sq - mean * mean).clamp_min(0).mean(1).reshape(b, t, h, w)
+
+
+def densify(mask: torch.Tensor, importance: torch.Tensor, count: int) -> torch.Tensor:
+    """`mask` (B, L) with the most important inactive tokens switched on, up to `count` per row."""
+    out = mask.clone()
+    for row in range(mask.shape[0]):
+        need = count - int(mask[row].sum())
+        if need <= 0:
+            continue
+        score = importance[row].float().masked_fill(mask[row], -math.inf)
+        out[row, torch.topk(score, need).indices] = True
+    return out
+
+
+def gaussian_kernel(sigma: float) -> torch.Tensor:
+    radius = max(1, math.ceil(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+def _blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Separable blur of (N, C, H, W), zero outside the image (the normalisation takes care of edges)."""
+    r = kernel.numel() // 2
+    c = x.shape[1]
+    kh = kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1).to(x)
+    kw = kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1).to(x)
+    x = F.conv2d(F.pad(x, (0, 0, r, r)), kh, groups=c)
+    return F.conv2d(F.pad(x, (r, r, 0, 0)), kw, groups=c)
+
+
+def spread(values: torch.Tensor, known: torch.Tensor, sigma: float) -> torch.Tensor:
+    """`values` (B, C, [T,] H, W) kept where `known` (B, [T,] H, W) and filled elsewhere by normalised
+    Gaussian interpolation of the known pixels (the blur widens until every pixel is reached)."""
+    x = as_video(values).float()
+    b, c, t, h, w = x.shape
+    frames = x.movedim(2, 1).reshape(b * t, c, h, w)
+    m = known.reshape(b * t, 1, h, w).float()
+    filled = frames.clone()
+    todo = m[:, 0] < 0.5
+    s = sigma
+    while bool(todo.any()):
+        k = gaussian_kernel(s)
+        num, den = _blur(frames * m, k), _blur(m, k)
+        ok = todo & (den[:, 0] > 1e-6)
+        ratio = num / den.clamp_min(1e-12)
+        filled = torch.where(ok.unsqueeze(1), ratio, filled)
+        todo = todo & ~ok
+        s *= 2
+        if s > 4 * max(h, w):
+            break
+    out = filled.reshape(b, t, c, h, w).movedim(1, 2)
+    out = out if values.dim() == 5 else out.squeeze(2)
+    return out.to(values.dtype)
+
+
+def spread_sigma(density: float) -> float:
+    """The reference's interpolation width, clip(0.4 / sqrt(density), 1, 10), in tokens."""
+    return min(max(0.4 / math.sqrt(density), 1.0), 10.0)
+
+
+@dataclass
+class JiTState:
+    """Per run: the anchors of each sample (grown at stage changes), the starting noise, the last
+    velocity and clean-image estimate (for the next stage's new tokens)."""
+
+    config: JiTConfig
+    total_steps: int
+    patch: tuple[int, int, int]
+    mask: torch.Tensor | None = None  # (B, L) bool: the anchors of the current stage
+    stage: int = 0
+    grid: tuple[int, int, int] | None = None
+    joined: torch.Tensor | None = None  # (B, L) bool: tokens that joined at `joined_step`
+    joined_step: int | None = None
+    noise: torch.Tensor | None = None
+    last_velocity: torch.Tensor | None = None
+    last_clean: torch.Tensor | None = None
+    last_mask: torch.Tensor | None = None  # the anchors `last_clean` came from
+    current: Any = None  # the plan of the model call in progress (set at its first block)
+    used_mask: torch.Tensor | None = None  # the anchors the latest model call ran (None: every token)
+
+    def anchors(self, step: int, samples: int, grid: tuple[int, int, int]) -> torch.Tensor | None:
+        """(samples, L) bool anchors for `step` (None: every token runs), growing at stage changes."""
+        tokens = grid[0] * grid[1] * grid[2]
+        if self.mask is None or self.grid != grid or self.mask.shape[0] != samples:
+            self.grid, self.stage = grid, self.config.stage_of(step, self.total_steps)
+            first = initial_anchors(grid, self.config.densities[self.stage])
+            self.mask = first.expand(samples, tokens).clone()
+            self.joined, self.joined_step = None, None
+        stage = self.config.stage_of(step, self.total_steps)
+        if stage > self.stage:
+            count = round(self.config.densities[stage] * tokens)
+            if self.last_velocity is not None and self.last_velocity.shape[0] == samples:
+                importance = per_token(local_variance(self.last_velocity), self.patch)
+            else:
+                importance = torch.zeros(samples, tokens)
+            grown = densify(self.mask, importance, count)
+            self.joined, self.joined_step = grown & ~self.mask, step
+            self.mask, self.stage = grown, stage
+        if bool(self.mask.all()):
+            return None
+        return self.mask

@@ -1,0 +1,99 @@
+"""RAS on a real ComfyUI model in process: it engages, is exact where it should be, stacks, refuses."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from comfy_fixtures import WAN_FILE, load_model, sample
+from comfyui_ditaccel.accel_core.adapters import UnsupportedModelError
+from comfyui_ditaccel.accel_core.caching.apply import apply_taylorseer
+from comfyui_ditaccel.accel_core.caching.taylorseer import TaylorSeerConfig
+from comfyui_ditaccel.accel_core.comfy_patch import report_holder
+from comfyui_ditaccel.accel_core.metrics import psnr
+from comfyui_ditaccel.accel_core.spatial.apply import apply_ras
+from comfyui_ditaccel.accel_core.spatial.ras import RASConfig
+
+SIZE = (128, 128)  # 16 x 16 latent → 8 x 8 = 64 image tokens
+STEPS = 8
+
+
+def config(**kw) -> RASConfig:
+    return RASConfig(**{"sample_ratio": 0.25, "warmup_steps": 2, "dense_steps": 1, "final_dense_steps": 1, **kw})
+
+
+@pytest.fixture(scope="module")
+def wan():
+    return load_model(WAN_FILE)
+
+
+@pytest.fixture(scope="module")
+def baseline(wan):
+    return sample(wan, steps=STEPS, size=SIZE)
+
+
+def test_engages_on_the_planned_steps_and_reports_the_tokens(wan, baseline):
+    m = apply_ras(wan, config())
+    out = sample(m, steps=STEPS, size=SIZE)
+    record = report_holder(m).latest
+    steps = record.steps()
+    subset = [s.step for s in steps if s.ran == "subset"]
+    assert subset == [2, 3, 5, 6]  # warm-up 0-1, refresh at 4, final 7
+    assert all(s.tokens == "16/64" for s in steps if s.step in subset)
+    assert all(s.tokens == "-" for s in steps if s.step not in subset)
+    assert "48 of 64 tokens reused" in record.summary()
+    assert 0.4 < record.flops_share < 0.8
+    assert not torch.equal(out, baseline)
+    assert psnr(out, baseline, data_range=float(baseline.max() - baseline.min())) > 20
+
+
+def test_ratio_one_and_an_all_dense_plan_are_bit_identical_to_the_baseline(wan, baseline):
+    # every token chosen: gathered, computed and scattered back unchanged, keys and values all fresh
+    assert torch.equal(sample(apply_ras(wan, config(sample_ratio=1.0)), steps=STEPS, size=SIZE), baseline)
+    m = apply_ras(wan, config(warmup_steps=STEPS))
+    assert torch.equal(sample(m, steps=STEPS, size=SIZE), baseline)
+    assert all(s.ran == "full" for s in report_holder(m).latest.steps())
+
+
+def test_batch_two_with_cfg_on_a_rectangular_size_chooses_per_sample(wan):
+    m = apply_ras(wan, config())
+    out = sample(m, steps=STEPS, size=(128, 192), batch=2, seed=3)
+    base = sample(wan, steps=STEPS, size=(128, 192), batch=2, seed=3)
+    assert out.shape == base.shape and torch.isfinite(out).all()
+    for i in range(2):
+        assert psnr(out[i], base[i], data_range=float(base[i].max() - base[i].min())) > 20
+    record = report_holder(m).latest
+    assert record.calls[3].batch == 4 and record.calls[3].tokens_run == 24  # 8 x 12 tokens, a quarter of them
+
+
+def test_sampled_alone_or_batched_with_another_sample_gives_the_same_image(wan):
+    # the choice is per sample: sample 0 of a batch of two sees what it sees alone
+    m = apply_ras(wan, config())
+    pair = sample(m, steps=STEPS, size=SIZE, batch=2, seed=4)
+    noise_first = sample(m, steps=STEPS, size=SIZE, batch=1, seed=4)
+    assert torch.allclose(pair[:1], noise_first, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("ras_first", [True, False])
+def test_stacks_with_taylorseer_in_either_order(wan, baseline, ras_first):
+    ts = TaylorSeerConfig(interval=2, order=0, warmup_steps=2)
+    if ras_first:
+        m = apply_taylorseer(apply_ras(wan, config()), ts)
+    else:
+        m = apply_ras(apply_taylorseer(wan, ts), config())
+    out = sample(m, steps=STEPS, size=SIZE)
+    ran = {s.step: s.ran for s in report_holder(m).latest.steps()}
+    assert "forecast" in ran.values() and "subset" in ran.values()
+    assert psnr(out, baseline, data_range=float(baseline.max() - baseline.min())) > 18
+    # RAS sits under TaylorSeer whatever the order: both orders compute the same thing
+    other = (apply_ras(apply_taylorseer(wan, ts), config()) if ras_first
+             else apply_taylorseer(apply_ras(wan, config()), ts))
+    assert torch.equal(sample(other, steps=STEPS, size=SIZE), out)
+
+
+def test_unsupported_family_is_refused_naming_what_is_supported():
+    import comfy.sd
+    import dit_runtime
+
+    sd3 = comfy.sd.load_diffusion_model(str(dit_runtime.ensure_sd3_tiny()))
+    with pytest.raises(UnsupportedModelError, match=r"DiTAccelRAS.*SD3.*Supported: Wan"):
+        apply_ras(sd3, config())

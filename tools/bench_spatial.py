@@ -1,0 +1,92 @@
+"""Benchmark the spatial nodes (RAS, JiT) against the baseline, their fair controls and EasyCache.
+
+    .venv/bin/python tools/bench_spatial.py [--steps 28] [--cases 4] [--reps 3] [--out out/bench_spatial]
+    .venv/bin/python tools/bench_spatial.py --sweep --split tune   # the grid the presets were picked from
+
+Same server, alternation, held-out captions and seeds, and columns as tools/bench_caching.py
+(speed-up of the whole prompt, transformer FLOPs run, PSNR / SSIM of the decoded image against
+the baseline's, the fair control: plain sampling with as many full-token model evaluations).
+Writes OUT/table_*.md, OUT/results_*.json and OUT/speed_vs_psnr_*.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_caching as bc
+import dit_runtime
+from comfy_client import ComfyClient
+
+Config = bc.Config
+
+
+def configs(sweep: bool) -> list[Config]:
+    out = [Config("baseline", "baseline")]
+    if sweep:
+        grid = [(r, 0.0, w, d, 1) for r in (0.3, 0.2, 0.15) for w in (4, 5, 6) for d in (0, 1)]
+        grid += [(r, h, 4, 2, 0) for r in (0.3, 0.2) for h in (0.0, 1.0)]  # the paper's schedule, both directions
+        grid += [(0.2, 1.0, 5, 0, 1)]
+        for ratio, high, warmup, dense, final in grid:
+            out.append(Config(f"RAS r{ratio:g} h{high:g} w{warmup} d{dense} f{final}", "ours", "DiTAccelRAS",
+                              {"preset": "custom", "sample_ratio": ratio, "high_ratio": high,
+                               "warmup_steps": warmup, "dense_steps": dense, "final_dense_steps": final}))
+        return out
+    for preset in ("quality", "balanced", "fast"):
+        out.append(Config(f"RAS {preset}", "ours", "DiTAccelRAS", {"preset": preset}))
+    out.append(Config("RAS balanced, code's direction (high_ratio 1)", "ours", "DiTAccelRAS",
+                      {"preset": "custom", **_balanced_ras(), "high_ratio": 1.0}))
+    out.append(Config("RAS balanced + TaylorSeer balanced", "ours", "DiTAccelRAS", {"preset": "balanced"},
+                      then=(("DiTAccelTaylorSeer", {"preset": "balanced"}),)))
+    out.append(Config("TaylorSeer balanced", "ours", "DiTAccelTaylorSeer", {"preset": "balanced"}))
+    for thr in (0.05, 0.1):
+        out.append(Config(f"EasyCache {thr:g}", "peer", "EasyCache",
+                          {"reuse_threshold": thr, "start_percent": 0.15, "end_percent": 0.95, "verbose": False}))
+    return out
+
+
+def _balanced_ras() -> dict:
+    import pack  # noqa: F401  (registers comfyui_ditaccel)
+    from comfyui_ditaccel.accel_core.spatial.presets import RAS
+
+    c = RAS["balanced"]
+    return {"sample_ratio": c.sample_ratio, "warmup_steps": c.warmup_steps, "dense_steps": c.dense_steps,
+            "final_dense_steps": c.final_dense_steps, "starvation_scale": c.starvation_scale, "metric": c.metric}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=28)
+    parser.add_argument("--cases", type=int, default=4, help="caption/seed pairs")
+    parser.add_argument("--reps", type=int, default=3, help="alternated rounds per case (timing median)")
+    parser.add_argument("--split", choices=list(bc.SPLITS), default="measure")
+    parser.add_argument("--sweep", action="store_true", help="the custom grid the presets were picked from")
+    parser.add_argument("--no-controls", action="store_true")
+    parser.add_argument("--out", type=Path, default=dit_runtime.REPO / "out" / "bench_spatial")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    memory = bc.Memory()
+    start = time.time()
+    with dit_runtime.running_server(cache_none=False, started=lambda p: setattr(memory, "pid", p.pid)) as url:
+        rows = bc.benchmark(ComfyClient(url), memory, configs(args.sweep), args.steps, args.cases, args.reps,
+                            args.split, controls=not args.no_controls, images=args.out / "images")
+    text = bc.table(rows, args.steps)
+    notes = bc.checks(rows)
+    print(text)
+    print("\n".join(notes))
+    tag = f"{'sweep' if args.sweep else 'presets'}_{args.split}_{args.steps}"
+    (args.out / f"table_{tag}.md").write_text(text + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
+    (args.out / f"results_{tag}.json").write_text(json.dumps([asdict(r) for r in rows], indent=1))
+    bc.plot(rows, args.out / f"speed_vs_psnr_{tag}.png", args.steps)
+    print(f"[bench] {time.time() - start:.0f} s; wrote {args.out}/*_{tag}.*")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
