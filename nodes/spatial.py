@@ -1,11 +1,12 @@
-"""Spatial acceleration nodes: DiTAccelRAS."""
+"""Spatial acceleration nodes: DiTAccelRAS, DiTAccelJiT."""
 
 from __future__ import annotations
 
 from comfy_api.latest import io
 
 from ..accel_core.spatial import presets
-from ..accel_core.spatial.apply import apply_ras
+from ..accel_core.spatial.apply import apply_jit, apply_ras
+from ..accel_core.spatial.jit import INTERPOLATE, JiTConfig, parse_fractions
 from ..accel_core.spatial.ras import METRICS
 from .inputs import choice_error, range_error, window_error
 
@@ -80,4 +81,77 @@ class DiTAccelRAS(io.ComfyNode):
         return io.NodeOutput(apply_ras(model, config))
 
 
-NODES = [DiTAccelRAS]
+JIT_DEFAULT = presets.JIT["balanced"]
+
+
+def fractions_text(values: tuple[float, ...]) -> str:
+    return ", ".join(f"{v:g}" for v in values)
+
+
+def jit_inputs_error(stages: str | None, densities: str | None) -> str | None:
+    """Both parse, have equal lengths, rise as JiT needs (the message names the input)."""
+    if stages is None and densities is None:
+        return None
+    try:
+        s = parse_fractions(stages, "stages") if stages is not None else JIT_DEFAULT.stages
+        d = parse_fractions(densities, "densities") if densities is not None else JIT_DEFAULT.densities
+        JiTConfig(stages=s, densities=d)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+class DiTAccelJiT(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        d = JIT_DEFAULT
+        return io.Schema(
+            node_id="DiTAccelJiT",
+            display_name="DiT Accel JiT (Just-in-Time anchors)",
+            category=CATEGORY,
+            description="Just-in-Time: early steps run the transformer on a sparse, growing set of anchor tokens; "
+                        "the other tokens follow the anchors' interpolated prediction, and tokens joining at a stage "
+                        "change are eased in by a deterministic micro-flow. Works with the stock KSampler. Wan 2.x.",
+            inputs=[
+                io.Model.Input("model", tooltip=MODEL_TIP),
+                io.Combo.Input("preset", options=list(presets.PRESET_NAMES), default="balanced", tooltip=PRESET_TIP),
+                io.String.Input("stages", default=fractions_text(d.stages), optional=True,
+                                tooltip="custom: where each stage ends, as comma-separated shares of the steps, "
+                                        "rising to 1.0 (e.g. 0.4, 0.65, 1.0)."),
+                io.String.Input("densities", default=fractions_text(d.densities), optional=True,
+                                tooltip="custom: share of the image tokens computed in each stage, one per stage, "
+                                        "never falling (e.g. 0.35, 0.62, 1.0)."),
+                io.Int.Input("relax", default=d.relax, min=1, max=100, optional=True,
+                             tooltip="custom: R of the micro-flow; a joining token moves 1/R of the way to the "
+                                     "anchors' estimate."),
+                io.Combo.Input("interpolate", options=list(INTERPOLATE), default=d.interpolate, optional=True,
+                               tooltip="custom: spread the anchors' clean-image estimate (clean) or their velocity "
+                                       "(velocity, as the paper)."),
+                io.Int.Input("warmup_steps", default=d.warmup_steps, min=0, max=1000, optional=True,
+                             tooltip="custom: this many first steps compute every token before the stages start "
+                                     "(ours; the paper starts sparse)."),
+                io.Boolean.Input("full_context", default=d.full_context, optional=True,
+                                 tooltip="custom: anchors attend to every token, the others' keys and values taken "
+                                         "from the latest full step (ours; the paper's anchors see only anchors)."),
+            ],
+            outputs=[io.Model.Output(tooltip="The model with JiT attached.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, preset: str | None = None, stages: str | None = None, densities: str | None = None,
+                        interpolate: str | None = None) -> bool | str:
+        return (choice_error("preset", preset, presets.PRESET_NAMES)
+                or choice_error("interpolate", interpolate, INTERPOLATE)
+                or jit_inputs_error(stages, densities) or True)
+
+    @classmethod
+    def execute(cls, model, preset: str, stages: str | None = None, densities: str | None = None,
+                relax: int | None = None, interpolate: str | None = None, warmup_steps: int | None = None,
+                full_context: bool | None = None) -> io.NodeOutput:
+        config = presets.jit(preset, {"stages": stages, "densities": densities, "relax": relax,
+                                      "interpolate": interpolate, "warmup_steps": warmup_steps,
+                                      "full_context": full_context})
+        return io.NodeOutput(apply_jit(model, config))
+
+
+NODES = [DiTAccelRAS, DiTAccelJiT]

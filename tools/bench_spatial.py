@@ -25,6 +25,7 @@ import dit_runtime
 from comfy_client import ComfyClient
 
 Config = bc.Config
+JIT_ONLY = "--jit-only" in sys.argv
 
 
 def configs(sweep: bool) -> list[Config]:
@@ -33,10 +34,20 @@ def configs(sweep: bool) -> list[Config]:
         grid = [(r, 0.0, w, d, 1) for r in (0.3, 0.2, 0.15) for w in (4, 5, 6) for d in (0, 1)]
         grid += [(r, h, 4, 2, 0) for r in (0.3, 0.2) for h in (0.0, 1.0)]  # the paper's schedule, both directions
         grid += [(0.2, 1.0, 5, 0, 1)]
+        grid = [] if JIT_ONLY else grid
         for ratio, high, warmup, dense, final in grid:
             out.append(Config(f"RAS r{ratio:g} h{high:g} w{warmup} d{dense} f{final}", "ours", "DiTAccelRAS",
                               {"preset": "custom", "sample_ratio": ratio, "high_ratio": high,
                                "warmup_steps": warmup, "dense_steps": dense, "final_dense_steps": final}))
+        jit_grid = [("0.4, 0.65, 1.0", "0.35, 0.62, 1.0", 0, False), ("0.4, 0.65, 1.0", "0.35, 0.62, 1.0", 2, True),
+                    ("0.4, 0.65, 1.0", "0.35, 0.62, 1.0", 4, True), ("0.5, 0.75, 1.0", "0.25, 0.5, 1.0", 2, True),
+                    ("0.5, 0.75, 1.0", "0.25, 0.5, 1.0", 4, True), ("0.6, 0.8, 1.0", "0.25, 0.5, 1.0", 4, True),
+                    ("0.7, 1.0", "0.3, 1.0", 4, True), ("0.4, 0.65, 1.0", "0.35, 0.62, 1.0", 4, False)]
+        for stages, densities, warmup, context in jit_grid:
+            out.append(Config(f"JiT s{stages.replace(' ', '')} d{densities.replace(' ', '')} w{warmup}"
+                              f"{' ctx' if context else ''}", "ours", "DiTAccelJiT",
+                              {"preset": "custom", "stages": stages, "densities": densities, "warmup_steps": warmup,
+                               "full_context": context}))
         return out
     for preset in ("quality", "balanced", "fast"):
         out.append(Config(f"RAS {preset}", "ours", "DiTAccelRAS", {"preset": preset}))
@@ -68,6 +79,7 @@ def main() -> int:
     parser.add_argument("--split", choices=list(bc.SPLITS), default="measure")
     parser.add_argument("--sweep", action="store_true", help="the custom grid the presets were picked from")
     parser.add_argument("--no-controls", action="store_true")
+    parser.add_argument("--jit-only", action="store_true", help="sweep: JiT's grid only")
     parser.add_argument("--out", type=Path, default=dit_runtime.REPO / "out" / "bench_spatial")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

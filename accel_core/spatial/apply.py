@@ -136,15 +136,18 @@ def ras_block_hook() -> Callable[..., dict]:
     return hook
 
 
-def ras_attention_hook() -> Callable[..., torch.Tensor]:
+def cached_context_attention(key: str) -> Callable[..., torch.Tensor]:
     """Self-attention of a subset call: the chosen tokens' queries see every token's key and value
-    (fresh for the chosen tokens, cached for the others); a full call refreshes the cache."""
+    (fresh for the chosen tokens, cached for the others); a full call refreshes the cache.
+
+    `key`: the method whose per-run state holds `current` (the call's plan) and `keys_values`.
+    """
 
     def attention(call_next: Callable[..., torch.Tensor], ctx: RunContext | None, q: torch.Tensor,
                   k: torch.Tensor, v: torch.Tensor, heads: int, *args: Any, **kwargs: Any) -> torch.Tensor:
         to = kwargs.get("transformer_options") or {}
         marker: BlockMarker | None = to.get(MARK_KEY)
-        state = ctx.states.get(ras.KEY) if ctx is not None else None
+        state = ctx.states.get(key) if ctx is not None else None
         if marker is None or state is None or state.current is None or marker.next_attention() != "self" \
                 or kwargs.get("skip_reshape") or k.dim() != 3:
             return call_next(q, k, v, heads, *args, **kwargs)
@@ -170,7 +173,7 @@ def apply_ras(model: Any, config: ras.RASConfig) -> Any:
     m, adapter = attach(model, method, NEEDS, name=RAS_NODE)
     check_family(adapter, RAS_NODE)
     set_block_patches(m, adapter, ras.KEY, ras_block_hook(), innermost=True)
-    set_attention_override(m, ras.KEY, ras_attention_hook())
+    set_attention_override(m, ras.KEY, cached_context_attention(ras.KEY))
     add_post_cfg(m, RASObserver())
     return m
 
@@ -191,7 +194,9 @@ def _jit_begin_call(state: jit.JiTState, ctx: RunContext, args: dict) -> CallPla
         return plan
     mask = state.anchors(ctx.step, x.shape[0] // chunks, call.grid)
     state.used_mask = mask
-    if mask is None:
+    if mask is None or (state.config.full_context and plan.key not in state.seen):
+        state.used_mask = None
+        state.seen.add(plan.key)
         return plan
     per_sample = mask.nonzero()[:, 1].view(mask.shape[0], -1)
     plan.index = rows_for_call(per_sample, chunks)
@@ -233,35 +238,43 @@ class JiTFill:
         state: jit.JiTState | None = ctx.states.get(jit.KEY) if ctx is not None else None
         if state is None:
             return args["denoised"]
-        x = args["input"]
+        x, denoised = args["input"], args["denoised"]
         sigma = args["sigma"].reshape(-1, *([1] * (x.dim() - 1))).clamp_min(1e-8)
-        v = velocity(args)
         if state.noise is None or state.noise.shape != x.shape:
             state.noise = x / sigma  # the run's starting noise (x = sigma_max * noise on an empty latent)
-        grid = state.grid or (1, 1, 1)
-        size = tuple(jit.as_video(x).shape[2:])
-        mask = getattr(state, "used_mask", None)
-        if mask is not None and mask.shape[0] == x.shape[0]:
-            known = to_pixels(mask.float(), grid, state.patch, size) > 0.5
+        mask = state.used_mask if state.used_mask is not None and state.used_mask.shape[0] == x.shape[0] else None
+        joining = (state.joined_step == ctx.step and state.joined is not None and state.last_clean is not None
+                   and state.last_clean.shape == x.shape and ctx.step + 1 < len(ctx.sample_sigmas))
+        if mask is not None:
             density = float(mask.float().mean())
-            v = jit.spread(v, known if x.dim() == 5 else known[:, 0], jit.spread_sigma(density) * state.patch[1])
-        if state.joined_step == ctx.step and state.joined is not None and state.last_clean is not None \
-                and state.last_clean.shape == x.shape and ctx.step + 1 < len(ctx.sample_sigmas):
+            known = self._pixels(state, mask, x)
+            width = jit.spread_sigma(density) * state.patch[1]
+            if state.config.interpolate == "velocity":
+                denoised = x - sigma * jit.spread((x - denoised) / sigma, known, width)
+            else:
+                denoised = jit.spread(denoised, known, width)
+        if joining:
             state.joined_step = None  # once per stage change, whatever the sampler's evaluations per step
-            last_known = to_pixels(state.last_mask.float(), grid, state.patch, size) > 0.5
-            clean = jit.spread(state.last_clean, last_known if x.dim() == 5 else last_known[:, 0],
-                               jit.spread_sigma(float(state.last_mask.float().mean())) * state.patch[1])
+            before = state.last_mask
+            clean = jit.spread(state.last_clean, self._pixels(state, before, x),
+                               jit.spread_sigma(float(before.float().mean())) * state.patch[1])
             target = clean * (1 - sigma) + sigma * state.noise
             dt = ctx.sample_sigmas[ctx.step + 1] - float(args["sigma"].flatten()[0])
-            joined = to_pixels(state.joined.float(), grid, state.patch, size) > 0.5
-            joined = (joined if x.dim() == 5 else joined[:, 0]).unsqueeze(1)
             if abs(dt) > 1e-8:
-                v = torch.where(joined, v + (target - x) / (state.config.relax * dt), v)
-        state.last_velocity = v
-        state.last_clean = x - sigma * v
-        state.last_mask = mask if mask is not None else torch.ones(x.shape[0], grid[0] * grid[1] * grid[2],
-                                                                  dtype=torch.bool)
-        return x - sigma * v
+                joined = self._pixels(state, state.joined, x).unsqueeze(1)
+                v = jit.pull_velocity((x - denoised) / sigma, x, target, joined, state.config.relax, dt)
+                denoised = x - sigma * v
+        state.last_velocity = (x - denoised) / sigma
+        state.last_clean = denoised
+        state.last_mask = mask if mask is not None else torch.ones(x.shape[0], state.tokens, dtype=torch.bool)
+        return denoised
+
+    @staticmethod
+    def _pixels(state: jit.JiTState, mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """A per-token mask on the latent's pixels: (B, T, H, W) for video latents, (B, H, W) for images."""
+        size = tuple(jit.as_video(x).shape[2:])
+        pixels = to_pixels(mask.float(), state.grid, state.patch, size) > 0.5
+        return pixels if x.dim() == 5 else pixels[:, 0]
 
 
 def _jit_state(config: jit.JiTConfig, run: RunContext) -> jit.JiTState:
@@ -273,5 +286,7 @@ def apply_jit(model: Any, config: jit.JiTConfig) -> Any:
     m, adapter = attach(model, method, NEEDS, name=JIT_NODE)
     check_family(adapter, JIT_NODE)
     set_block_patches(m, adapter, jit.KEY, jit_block_hook(), innermost=True)
+    if config.full_context:
+        set_attention_override(m, jit.KEY, cached_context_attention(jit.KEY))
     add_post_cfg(m, JiTFill())
     return m

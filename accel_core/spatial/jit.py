@@ -6,10 +6,14 @@ velocity of every other token is the anchors' velocity spread over the image (no
 Gaussian interpolation; the paper's SAG-ODE). The first anchors are a checkerboard of the token
 grid (even rows and columns) plus its border, trimmed or filled to the first density with a
 fixed seed; each later stage adds the tokens where the last velocity field varies most (local
-3 x 3 variance). Tokens that join are first pulled toward the anchors' clean-image estimate,
-noised to the current level with the run's own starting noise (the deterministic micro-flow:
-x <- (1 - 1/R) x + (1/R) target, R = `relax`). With the stock KSampler the pull is applied
-through the velocity the sampler integrates, using the next sigma of `sample_sigmas`.
+3 x 3 variance). What is spread (`interpolate`): "velocity" as the paper; "clean" (default,
+ours) spreads the anchors' clean-image estimate x - sigma v and takes each token's velocity
+from its own state, (x - clean) / sigma, so a token keeps its own noise instead of following
+its neighbours' (measured better on the embedded model: README). Tokens that join are first
+pulled toward the anchors' clean-image estimate, noised to the current level with the run's
+own starting noise (the deterministic micro-flow: x <- (1 - 1/R) x + (1/R) target, R = `relax`).
+With the stock KSampler the pull is applied through the velocity the sampler integrates, using
+the next sigma of `sample_sigmas`.
 
 The paper's 4x / 7x presets also run fewer steps (18 / 11 instead of 50): here the step count is
 the sampler's; `tools/bench_spatial.py` measures both at the same steps and at 11 and 18.
@@ -18,7 +22,7 @@ the sampler's; `tools/bench_spatial.py` measures both at the same steps and at 1
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -27,6 +31,7 @@ import torch.nn.functional as F
 from .tokens import as_video, per_token
 
 KEY = "ditaccel.jit"
+INTERPOLATE = ("clean", "velocity")
 
 
 def parse_fractions(text: str, name: str) -> tuple[float, ...]:
@@ -50,8 +55,13 @@ class JiTConfig:
     stages: tuple[float, ...] = (0.4, 0.65, 1.0)
     densities: tuple[float, ...] = (0.35, 0.62, 1.0)
     relax: int = 3
+    interpolate: str = "clean"
+    warmup_steps: int = 0
+    full_context: bool = False
 
     def __post_init__(self) -> None:
+        if self.interpolate not in INTERPOLATE:
+            raise ValueError(f"interpolate must be one of {', '.join(INTERPOLATE)}, got {self.interpolate!r}")
         if not self.stages or len(self.stages) != len(self.densities):
             raise ValueError(f"stages and densities must have the same number of entries, got {len(self.stages)} "
                              f"and {len(self.densities)}")
@@ -62,13 +72,16 @@ class JiTConfig:
         if any(not 0.0 < d <= 1.0 for d in self.densities) or list(self.densities) != sorted(self.densities):
             raise ValueError(f"densities must lie in (0, 1] and never fall, got "
                              f"{', '.join(f'{d:g}' for d in self.densities)}")
+        if not 0 <= self.warmup_steps <= 1000:
+            raise ValueError(f"warmup_steps must be between 0 and 1000, got {self.warmup_steps}")
         if not 1 <= self.relax <= 100:
             raise ValueError(f"relax must be between 1 and 100, got {self.relax}")
 
     def tag(self) -> str:
         fmt = ", ".join
         return (f"JiT(stages={fmt(f'{s:g}' for s in self.stages)}; densities={fmt(f'{d:g}' for d in self.densities)}; "
-                f"relax={self.relax})")
+                f"relax={self.relax}, {self.interpolate}, warmup={self.warmup_steps}"
+                f"{', full context' if self.full_context else ''})")
 
     def stage_ends(self, total_steps: int) -> list[int]:
         """The first step after each stage (the reference's int(total_steps * ratio))."""
@@ -76,16 +89,20 @@ class JiTConfig:
         ends[-1] = total_steps
         return ends
 
-    def stage_of(self, step: int, total_steps: int) -> int:
+    def stage_of(self, step: int, total_steps: int) -> int | None:
+        """The stage `step` belongs to (None: a warm-up step, every token runs)."""
+        if step < self.warmup_steps:
+            return None
         return next((k for k, end in enumerate(self.stage_ends(total_steps)) if step < end), len(self.stages) - 1)
+
+    def sparse(self, step: int, total_steps: int) -> bool:
+        stage = self.stage_of(step, total_steps)
+        return stage is not None and self.densities[stage] < 1.0
 
     def full_token_evaluations(self, total_steps: int) -> float:
         """Model evaluations counted in whole-image equivalents (for the fair control)."""
-        ends, start, total = self.stage_ends(total_steps), 0, 0.0
-        for end, density in zip(ends, self.densities, strict=True):
-            total += max(end - start, 0) * density
-            start = max(start, end)
-        return total
+        return sum(1.0 if self.stage_of(s, total_steps) is None else self.densities[self.stage_of(s, total_steps)]
+                   for s in range(total_steps))
 
 
 def initial_anchors(grid: tuple[int, int, int], density: float, seed: int = 0) -> torch.Tensor:
@@ -171,6 +188,13 @@ def spread(values: torch.Tensor, known: torch.Tensor, sigma: float) -> torch.Ten
     return out.to(values.dtype)
 
 
+def pull_velocity(v: torch.Tensor, x: torch.Tensor, target: torch.Tensor, joined: torch.Tensor, relax: int,
+                  dt: float) -> torch.Tensor:
+    """The velocity whose Euler step over `dt` takes the `joined` pixels to (1 - 1/R) x + (1/R) target
+    plus their own step v * dt (the micro-flow, folded into what the sampler integrates)."""
+    return torch.where(joined, v + (target - x) / (relax * dt), v)
+
+
 def spread_sigma(density: float) -> float:
     """The reference's interpolation width, clip(0.4 / sqrt(density), 1, 10), in tokens."""
     return min(max(0.4 / math.sqrt(density), 1.0), 10.0)
@@ -195,16 +219,26 @@ class JiTState:
     last_mask: torch.Tensor | None = None  # the anchors `last_clean` came from
     current: Any = None  # the plan of the model call in progress (set at its first block)
     used_mask: torch.Tensor | None = None  # the anchors the latest model call ran (None: every token)
+    # full_context: each block's keys / values from the latest full call, per call key
+    keys_values: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    seen: set = field(default_factory=set)  # call keys that ran a full call (their caches exist)
+
+    @property
+    def tokens(self) -> int:
+        return self.grid[0] * self.grid[1] * self.grid[2] if self.grid else 0
 
     def anchors(self, step: int, samples: int, grid: tuple[int, int, int]) -> torch.Tensor | None:
         """(samples, L) bool anchors for `step` (None: every token runs), growing at stage changes."""
         tokens = grid[0] * grid[1] * grid[2]
-        if self.mask is None or self.grid != grid or self.mask.shape[0] != samples:
-            self.grid, self.stage = grid, self.config.stage_of(step, self.total_steps)
-            first = initial_anchors(grid, self.config.densities[self.stage])
+        stage = self.config.stage_of(step, self.total_steps)
+        self.grid = grid
+        if stage is None:
+            return None
+        if self.mask is None or self.mask.shape != (samples, tokens):
+            self.stage = stage
+            first = initial_anchors(grid, self.config.densities[stage])
             self.mask = first.expand(samples, tokens).clone()
             self.joined, self.joined_step = None, None
-        stage = self.config.stage_of(step, self.total_steps)
         if stage > self.stage:
             count = round(self.config.densities[stage] * tokens)
             if self.last_velocity is not None and self.last_velocity.shape[0] == samples:
@@ -212,7 +246,8 @@ class JiTState:
             else:
                 importance = torch.zeros(samples, tokens)
             grown = densify(self.mask, importance, count)
-            self.joined, self.joined_step = grown & ~self.mask, step
+            joined = grown & ~self.mask
+            self.joined, self.joined_step = (joined, step) if bool(joined.any()) else (None, None)
             self.mask, self.stage = grown, stage
         if bool(self.mask.all()):
             return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
+from .jit import JiTConfig, parse_fractions
 from .ras import RASConfig
 
 PRESET_NAMES = ("quality", "balanced", "fast", "custom")
@@ -20,6 +21,14 @@ RAS = {
     "quality": RASConfig(sample_ratio=0.3, warmup_steps=6, dense_steps=0, final_dense_steps=1, reference_steps=28),
     "balanced": RASConfig(sample_ratio=0.3, warmup_steps=4, dense_steps=0, final_dense_steps=1, reference_steps=28),
     "fast": RASConfig(sample_ratio=0.15, warmup_steps=4, dense_steps=1, final_dense_steps=1, reference_steps=28),
+}
+
+
+# the paper's default_4x stages and densities (its 7x preset: densities 0.32, 0.6, 1.0)
+JIT = {
+    "quality": JiTConfig(stages=(0.3, 0.6, 1.0), densities=(0.5, 0.75, 1.0)),
+    "balanced": JiTConfig(stages=(0.4, 0.65, 1.0), densities=(0.35, 0.62, 1.0)),
+    "fast": JiTConfig(stages=(0.5, 0.75, 1.0), densities=(0.25, 0.5, 1.0)),
 }
 
 
@@ -34,3 +43,11 @@ def _pick(table: dict[str, Any], cls: type, preset: str, custom: dict[str, Any])
 
 def ras(preset: str, custom: dict[str, Any]) -> RASConfig:
     return _pick(RAS, RASConfig, preset, custom)
+
+
+def jit(preset: str, custom: dict[str, Any]) -> JiTConfig:
+    custom = dict(custom)
+    for name in ("stages", "densities"):
+        if isinstance(custom.get(name), str):
+            custom[name] = parse_fractions(custom[name], name)
+    return _pick(JIT, JiTConfig, preset, custom)
