@@ -57,6 +57,7 @@ class Config:
     node: str | None = None
     inputs: dict = field(default_factory=dict)
     then: tuple[tuple[str, dict], ...] = ()  # more nodes after `node`, in order (a stack of methods)
+    steps: int | None = None  # sampler steps, where they differ from the baseline's
 
 
 def configs(sweep: bool) -> list[Config]:
@@ -95,7 +96,7 @@ def configs(sweep: bool) -> list[Config]:
 def build_prompt(base: dict, config: Config, caption: str, seed: int, steps: int) -> dict:
     """Loader -> shift -> [method] -> DiTAccelRecord -> KSampler, plus DiTAccelReport."""
     nodes = [(config.node, config.inputs)] if config.node is not None else []
-    return build_chain(base, nodes + list(config.then), caption, seed, steps)
+    return build_chain(base, nodes + list(config.then), caption, seed, config.steps or steps)
 
 
 def build_chain(base: dict, nodes: list[tuple[str, dict]], caption: str, seed: int, steps: int) -> dict:
@@ -259,7 +260,10 @@ def table(rows: list[Row], steps: int) -> str:
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         control = f"{r.control_psnr:.1f} ({r.full_evals})" if np.isfinite(r.control_psnr) else "-"
-        lines.append(f"| {r.name} | {r.speedup:.2f}x | {100 * r.flops_share:.0f} % | {r.psnr:.1f} | {r.ssim:.3f} | "
+        # a peer's skipped calls happen inside ComfyUI's DIFFUSION_MODEL wrapper, below the recorder's
+        # APPLY_MODEL wrapper, so the recorder cannot tell them from computed ones
+        flops = "n/a" if r.group == "peer" else f"{100 * r.flops_share:.0f} %"
+        lines.append(f"| {r.name} | {r.speedup:.2f}x | {flops} | {r.psnr:.1f} | {r.ssim:.3f} | "
                      f"{control} | {r.state_mib:.2f} | {r.extra_peak_mib:+.0f} |")
     return "\n".join(lines)
 
@@ -305,8 +309,10 @@ def plot(rows: list[Row], path: Path, steps: int) -> None:
     for name, colour in colours.items():
         group = sorted((r for r in pts if r.name.startswith(name)), key=lambda r: r.psnr)
         coords = [xy(r) for r in group]
-        if len(coords) > 1:
-            d.line(coords, fill=colour, width=2)
+        # the line joins a method's presets (or a peer's thresholds); variants are dots only
+        line = [xy(r) for r in group if " " not in r.name.split(" ", 1)[1]]
+        if len(line) > 1:
+            d.line(line, fill=colour, width=2)
         for (x, y), r in zip(coords, group, strict=True):
             d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour)
             d.text((x + 6, y - 6), r.name.split(" ", 1)[1], fill=colour)

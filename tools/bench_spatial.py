@@ -31,18 +31,17 @@ JIT_ONLY = "--jit-only" in sys.argv
 def configs(sweep: bool) -> list[Config]:
     out = [Config("baseline", "baseline")]
     if sweep:
-        grid = [(r, 0.0, w, d, 1) for r in (0.3, 0.2, 0.15) for w in (4, 5, 6) for d in (0, 1)]
+        grid = [(r, 0.0, w, d, 1) for r in (0.3, 0.2, 0.15) for w in (4, 6) for d in (0, 1, 2)]
         grid += [(r, h, 4, 2, 0) for r in (0.3, 0.2) for h in (0.0, 1.0)]  # the paper's schedule, both directions
-        grid += [(0.2, 1.0, 5, 0, 1)]
         grid = [] if JIT_ONLY else grid
         for ratio, high, warmup, dense, final in grid:
             out.append(Config(f"RAS r{ratio:g} h{high:g} w{warmup} d{dense} f{final}", "ours", "DiTAccelRAS",
                               {"preset": "custom", "sample_ratio": ratio, "high_ratio": high,
                                "warmup_steps": warmup, "dense_steps": dense, "final_dense_steps": final}))
-        jit_grid = [("0.4, 0.65, 1.0", "0.35, 0.62, 1.0", 0, False), ("0.4, 0.65, 1.0", "0.35, 0.62, 1.0", 2, True),
-                    ("0.4, 0.65, 1.0", "0.35, 0.62, 1.0", 4, True), ("0.5, 0.75, 1.0", "0.25, 0.5, 1.0", 2, True),
-                    ("0.5, 0.75, 1.0", "0.25, 0.5, 1.0", 4, True), ("0.6, 0.8, 1.0", "0.25, 0.5, 1.0", 4, True),
-                    ("0.7, 1.0", "0.3, 1.0", 4, True), ("0.4, 0.65, 1.0", "0.35, 0.62, 1.0", 4, False)]
+        jit_grid = [("0.4, 0.65, 1.0", "0.35, 0.62, 1.0", 0, False), ("0.4, 0.65, 1.0", "0.35, 0.62, 1.0", 4, True),
+                    ("0.5, 0.75, 1.0", "0.25, 0.5, 1.0", 4, True), ("0.85, 1.0", "0.2, 1.0", 3, True),
+                    ("0.8, 1.0", "0.3, 1.0", 3, True), ("0.6, 0.85, 1.0", "0.2, 0.4, 1.0", 3, True),
+                    ("0.75, 0.9, 1.0", "0.15, 0.35, 1.0", 3, True), ("0.6, 0.85, 1.0", "0.2, 0.4, 1.0", 2, True)]
         for stages, densities, warmup, context in jit_grid:
             out.append(Config(f"JiT s{stages.replace(' ', '')} d{densities.replace(' ', '')} w{warmup}"
                               f"{' ctx' if context else ''}", "ours", "DiTAccelJiT",
@@ -53,6 +52,13 @@ def configs(sweep: bool) -> list[Config]:
         out.append(Config(f"RAS {preset}", "ours", "DiTAccelRAS", {"preset": preset}))
     out.append(Config("RAS balanced, code's direction (high_ratio 1)", "ours", "DiTAccelRAS",
                       {"preset": "custom", **_balanced_ras(), "high_ratio": 1.0}))
+    for preset in ("quality", "balanced", "fast"):
+        out.append(Config(f"JiT {preset}", "ours", "DiTAccelJiT", {"preset": preset}))
+    out.append(Config("JiT paper settings (no warm-up, anchors-only attention)", "ours", "DiTAccelJiT",
+                      {"preset": "custom", **_paper_jit()}))
+    for steps in (18, 11):  # the paper's 4x / 7x step counts, against the 28-step baseline
+        out.append(Config(f"JiT balanced at {steps} steps", "ours", "DiTAccelJiT", {"preset": "balanced"},
+                          steps=steps))
     out.append(Config("RAS balanced + TaylorSeer balanced", "ours", "DiTAccelRAS", {"preset": "balanced"},
                       then=(("DiTAccelTaylorSeer", {"preset": "balanced"}),)))
     out.append(Config("TaylorSeer balanced", "ours", "DiTAccelTaylorSeer", {"preset": "balanced"}))
@@ -69,6 +75,15 @@ def _balanced_ras() -> dict:
     c = RAS["balanced"]
     return {"sample_ratio": c.sample_ratio, "warmup_steps": c.warmup_steps, "dense_steps": c.dense_steps,
             "final_dense_steps": c.final_dense_steps, "starvation_scale": c.starvation_scale, "metric": c.metric}
+
+
+def _paper_jit() -> dict:
+    import pack  # noqa: F401
+    from comfyui_ditaccel.accel_core.spatial.presets import JIT_PAPER as c
+
+    return {"stages": ", ".join(f"{v:g}" for v in c.stages), "densities": ", ".join(f"{v:g}" for v in c.densities),
+            "relax": c.relax, "interpolate": c.interpolate, "warmup_steps": c.warmup_steps,
+            "full_context": c.full_context}
 
 
 def main() -> int:

@@ -30,8 +30,8 @@ MARK_KEY = "ditaccel_spatial_block"
 def check_family(adapter: Any, node: str) -> None:
     if adapter.family not in SUPPORTED:
         raise UnsupportedModelError(
-            f"{node}: {adapter.display_name} is not supported yet; token subsets need a block whose inputs are "
-            f"one image stream with its RoPE table (Wan 2.1 / 2.2). Supported: Wan 2.x.")
+            f"{node}: {adapter.display_name} is not supported yet: its blocks take joint text + image streams, "
+            f"which running part of the tokens does not split yet. Supported: Wan 2.x.")
 
 
 @dataclass

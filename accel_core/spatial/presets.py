@@ -4,7 +4,9 @@ Picked with `tools/bench_spatial.py --sweep --split tune` on the embedded model 
 steps (the README's table is measured on other captions and seeds). Warm-up steps are given
 for 28 steps and scale with the run's step count. On that model RAS ranks best in the paper's
 direction (skip the slowest-changing regions: high_ratio 0, 2-8 dB above the reference code's
-high_ratio 1 at equal FLOPs), and a longer warm-up buys more than refresh steps in the middle.
+high_ratio 1 at equal FLOPs); a long warm-up and a full last step buy more quality per FLOP than
+a larger sample_ratio, so the presets compute few tokens after a long warm-up; `balanced` is
+the tune-split setting with the most margin over the issue's bar (>= 1.4x at >= 28 dB).
 """
 
 from __future__ import annotations
@@ -18,18 +20,23 @@ from .ras import RASConfig
 PRESET_NAMES = ("quality", "balanced", "fast", "custom")
 
 RAS = {
-    "quality": RASConfig(sample_ratio=0.3, warmup_steps=6, dense_steps=0, final_dense_steps=1, reference_steps=28),
-    "balanced": RASConfig(sample_ratio=0.3, warmup_steps=4, dense_steps=0, final_dense_steps=1, reference_steps=28),
-    "fast": RASConfig(sample_ratio=0.15, warmup_steps=4, dense_steps=1, final_dense_steps=1, reference_steps=28),
+    "quality": RASConfig(sample_ratio=0.15, warmup_steps=6, dense_steps=2, final_dense_steps=1, reference_steps=28),
+    "balanced": RASConfig(sample_ratio=0.15, warmup_steps=6, dense_steps=0, final_dense_steps=1, reference_steps=28),
+    "fast": RASConfig(sample_ratio=0.15, warmup_steps=4, dense_steps=0, final_dense_steps=1, reference_steps=28),
 }
 
 
-# the paper's default_4x stages and densities (its 7x preset: densities 0.32, 0.6, 1.0)
+# On the embedded model the paper's schedule (no warm-up, anchors attending only to anchors) loses the
+# layout (~15 dB): a model trained at one resolution does not read a sparse token grid as the image.
+# Four full warm-up steps and full-context attention keep it (22-27 dB); the stages and densities
+# are the paper's default_4x (quality) and sparser ones.
 JIT = {
-    "quality": JiTConfig(stages=(0.3, 0.6, 1.0), densities=(0.5, 0.75, 1.0)),
-    "balanced": JiTConfig(stages=(0.4, 0.65, 1.0), densities=(0.35, 0.62, 1.0)),
-    "fast": JiTConfig(stages=(0.5, 0.75, 1.0), densities=(0.25, 0.5, 1.0)),
+    "quality": JiTConfig(stages=(0.4, 0.65, 1.0), densities=(0.35, 0.62, 1.0), warmup_steps=4, full_context=True),
+    "balanced": JiTConfig(stages=(0.5, 0.75, 1.0), densities=(0.25, 0.5, 1.0), warmup_steps=4, full_context=True),
+    "fast": JiTConfig(stages=(0.75, 0.9, 1.0), densities=(0.15, 0.35, 1.0), warmup_steps=3, full_context=True),
 }
+# the paper's own settings, for `custom` and the benchmark
+JIT_PAPER = JiTConfig(stages=(0.4, 0.65, 1.0), densities=(0.35, 0.62, 1.0), interpolate="velocity")
 
 
 def _pick(table: dict[str, Any], cls: type, preset: str, custom: dict[str, Any]) -> Any:

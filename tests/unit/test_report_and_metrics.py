@@ -8,7 +8,7 @@ import pytest
 import torch
 from comfyui_ditaccel.accel_core.adapters import FLUX, WAN21, BlockList
 from comfyui_ditaccel.accel_core.metrics import block_flops, psnr, rel_l2, ssim
-from comfyui_ditaccel.accel_core.report import RAN_FORECAST, CallRecord, ReportHolder, render_plot
+from comfyui_ditaccel.accel_core.report import RAN_FORECAST, RAN_SUBSET, CallRecord, ReportHolder, render_plot
 
 
 def make_record(holder: ReportHolder, steps: int = 3):
@@ -78,6 +78,25 @@ def test_block_flops_count_linears_and_attention():
     linears = 2 * (4 * n_img * d * d + 2 * n_img * d * d + 2 * n_txt * d * d + 2 * n_img * d * f)
     attention = 4 * n_img * n_img * d + 4 * n_img * n_txt * d
     assert got == linears + attention
+
+
+def test_block_flops_of_part_of_the_tokens_attending_to_all_keys():
+    d, f, n_img, n_txt = 8, 32, 10, 3
+    spec: BlockList = WAN21.block_lists[0]
+    part = block_flops(TinyBlock(d, f, d), spec, 4, n_txt, n_keys=n_img)
+    alone = block_flops(TinyBlock(d, f, d), spec, 4, n_txt)
+    assert part - alone == 4 * 4 * (n_img - 4) * d  # only the self-attention sees the extra keys
+
+
+def test_tokens_column_shows_computed_over_all_where_a_call_ran_a_subset():
+    record = make_record(ReportHolder())
+    assert "tokens" not in record.summary().splitlines()[5]
+    record.calls[2].tokens_run = 4
+    record.calls[2].mark_skipped(1e9, "12 of 16 tokens reused", RAN_SUBSET)
+    steps = record.steps()
+    assert steps[1].tokens == "4/16, 16/16" and steps[0].tokens == "-"
+    lines = record.summary().splitlines()
+    assert "tokens" in lines[5] and "4/16, 16/16" in lines[7]
 
 
 def test_image_tokens_follow_the_patch_grid():
