@@ -53,6 +53,13 @@ class ModelAdapter:
     hooks: frozenset[str]
     patch_size: tuple[int, int, int]  # (t, h, w) latent cells per token
     sets_block_index: bool  # transformer_options["block_index"] set by the model on every version
+    heads_path: str = "num_heads"  # dotted path from the diffusion model to its attention head count
+
+    def num_heads(self, diffusion_model: torch.nn.Module) -> int:
+        obj: object = diffusion_model
+        for part in self.heads_path.split("."):
+            obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
+        return int(obj)
 
     def image_tokens(self, latent_shape: tuple[int, ...]) -> int:
         """Image tokens for a latent of shape (B, C, H, W) or (B, C, T, H, W)."""
@@ -175,7 +182,28 @@ HUNYUAN_VIDEO = ModelAdapter(
     sets_block_index=True,
 )
 
-ADAPTERS: tuple[ModelAdapter, ...] = (WAN21, FLUX, SD3, HUNYUAN_VIDEO)
+QWEN_IMAGE = ModelAdapter(
+    family="qwen_image",
+    display_name="Qwen-Image (and Qwen-Image-Edit)",
+    model_classes=("comfy.ldm.qwen_image.model:QwenImageTransformer2DModel",),
+    block_lists=(
+        BlockList(
+            attr="transformer_blocks",
+            replace_name="double_block",
+            returns=("img", "txt"),
+            text_linear_prefixes=("txt_mlp", "attn.add_", "attn.to_add_out"),
+            vector_linear_prefixes=("img_mod", "txt_mod"),
+            attention=("joint",),
+            final_returns=("img",),  # the head reads the image stream only
+        ),
+    ),
+    hooks=frozenset({HOOK_DIFFUSION_MODEL, HOOK_BLOCK_REPLACE, HOOK_ATTENTION}),
+    patch_size=(1, 2, 2),
+    sets_block_index=True,
+    heads_path="transformer_blocks.0.attn.heads",
+)
+
+ADAPTERS: tuple[ModelAdapter, ...] = (WAN21, FLUX, SD3, HUNYUAN_VIDEO, QWEN_IMAGE)
 
 
 class UnsupportedModelError(ValueError):

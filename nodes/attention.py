@@ -6,7 +6,7 @@ from comfy_api.latest import io
 
 from ..accel_core.attention.apply import apply_sparse_attention
 from ..accel_core.attention.config import METHODS, PRESET_NAMES, PRESETS, SparseAttentionConfig, preset_config
-from .inputs import choice_error, range_error, window_error
+from .inputs import FAMILIES, choice_error, range_error, window_error
 
 CATEGORY = "DiTAccel/attention"
 BALANCED = PRESETS["balanced"]
@@ -27,7 +27,7 @@ class DiTAccelSparseAttention(io.ComfyNode):
                         "large images and videos (thousands of tokens), where attention is most of the work. "
                         "Chains with other attention patches and stacks with the caching nodes.",
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model (Wan 2.x, Flux, SD3 / SD3.5 or HunyuanVideo)."),
+                io.Model.Input("model", tooltip=f"The diffusion model ({FAMILIES})."),
                 io.Combo.Input("preset", options=list(PRESET_NAMES), default="balanced",
                                tooltip="quality / balanced / fast: density, dense steps and dense blocks "
                                        "calibrated on the embedded model (see README); custom: the inputs below."),

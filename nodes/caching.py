@@ -9,7 +9,7 @@ from comfy_api.latest import io
 from ..accel_core.caching import presets
 from ..accel_core.caching.apply import apply_cg_taylor, apply_first_block_cache, apply_taylorseer
 from ..accel_core.caching.taylorseer import GRANULARITIES
-from .inputs import choice_error, window_error
+from .inputs import FAMILIES, choice_error, window_error
 
 CATEGORY = "DiTAccel/caching"
 PRESET_TIP = ("quality / balanced / fast: settings calibrated on the embedded model (see README); "
@@ -49,7 +49,7 @@ def check_inputs(preset: str | None, start_percent: float | None, end_percent: f
     return choice_error("preset", preset, presets.PRESET_NAMES) or window_error(start_percent, end_percent) or True
 
 
-MODEL_TIP = "The diffusion model (Wan 2.x, Flux, SD3 / SD3.5 or HunyuanVideo). Stacks with the other DiTAccel nodes."
+MODEL_TIP = f"The diffusion model ({FAMILIES}). Stacks with the other DiTAccel nodes."
 
 
 class CachingNode(io.ComfyNode):

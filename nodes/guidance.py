@@ -9,7 +9,7 @@ from ..accel_core.guidance import head_search, scene_detector
 from ..accel_core.guidance.apply import apply_softpag
 from ..accel_core.guidance.head_spec import HeadSpecError, parse
 from ..accel_core.guidance.softpag import SoftPAGConfig
-from .inputs import choice_error, range_error, window_error
+from .inputs import FAMILIES, choice_error, range_error, window_error
 
 CATEGORY = "DiTAccel/guidance"
 HEADS_TIP = ("Which attention heads to perturb: entries separated by ';', each [kind:]block:heads, 0-based; "
@@ -27,7 +27,7 @@ class DiTAccelSoftPAG(io.ComfyNode):
                         "head's attention map moves toward identity by `strength`, and the output is pushed "
                         "away from it by `scale`. Works with CFG on or off and with the caching nodes.",
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model (Wan 2.x, Flux, SD3 / SD3.5 or HunyuanVideo)."),
+                io.Model.Input("model", tooltip=f"The diffusion model ({FAMILIES})."),
                 io.String.Input("heads", default="2:all", multiline=False, tooltip=HEADS_TIP),
                 io.Float.Input("strength", default=0.5, min=0.0, max=1.0, step=0.01,
                                tooltip="u: attention map (1 - u) A + u I on the chosen heads; 0 turns guidance off."),
@@ -71,7 +71,7 @@ class DiTAccelHeadHunter(io.ComfyNode):
                         "for every seed, scores the images and keeps the best `top_k`. Costs rounds x "
                         "candidates x seeds sampling runs; feed the `heads` output to DiT Accel SoftPAG.",
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model (Wan 2.x, Flux, SD3 / SD3.5 or HunyuanVideo)."),
+                io.Model.Input("model", tooltip=f"The diffusion model ({FAMILIES})."),
                 io.Conditioning.Input("positive", tooltip="The prompt the search's samples are drawn with."),
                 io.Conditioning.Input("negative", tooltip="The negative prompt (used when cfg is above 1)."),
                 io.Latent.Input("latent", tooltip="The empty latent to sample (its size and batch)."),

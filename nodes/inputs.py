@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+FAMILIES = "Wan 2.x, Flux, SD3 / SD3.5, HunyuanVideo or Qwen-Image"  # what the adapters cover
+
 
 def range_error(name: str, value: float | None, lo: float, hi: float) -> str | None:
     if value is not None and not lo <= value <= hi:

@@ -7,6 +7,7 @@ from comfy_api.latest import io
 
 from ..accel_core.comfy_patch import attach, report_holder
 from ..accel_core.report import render_plot
+from .inputs import FAMILIES
 
 CATEGORY = "DiTAccel"
 
@@ -21,8 +22,7 @@ class DiTAccelRecord(io.ComfyNode):
             description="Records every sampling step of this model for DiTAccelReport without changing "
                         "what it computes. Every DiTAccel acceleration node records already; use this one "
                         "on a baseline graph to compare against.",
-            inputs=[io.Model.Input("model", tooltip="The diffusion model to record (Wan 2.x, Flux, SD3 / SD3.5 or "
-                                                    "HunyuanVideo).")],
+            inputs=[io.Model.Input("model", tooltip=f"The diffusion model to record ({FAMILIES}).")],
             outputs=[io.Model.Output(tooltip="The same model, recording its sampling runs.")],
         )
 

@@ -149,6 +149,11 @@ def ensure_hunyuan_video_tiny(lay: ComfyLayout | None = None) -> Path:
     return _ensure_test_model(model_files.HUNYUAN_VIDEO_TINY_FILE, model_files.make_hunyuan_video_tiny, lay)
 
 
+def ensure_qwen_image_thin(lay: ComfyLayout | None = None) -> Path:
+    """A 1-block Qwen-Image (width 3072, ~0.7 GB) with seeded random weights, for plumbing tests."""
+    return _ensure_test_model(model_files.QWEN_IMAGE_THIN_FILE, model_files.make_qwen_image_thin, lay)
+
+
 def in_process() -> None:
     """Make ComfyUI importable in this process, on the CPU: its tree goes after site-packages, so
     ComfyUI's top-level `utils` and `nodes` shadow nothing."""

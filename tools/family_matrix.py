@@ -21,11 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pack  # noqa: F401
 
-FAMILIES = ("wan", "flux", "sd3", "hunyuan_video")
+FAMILIES = ("wan", "flux", "sd3", "hunyuan_video", "qwen_image")
 METHODS = ("TaylorSeer", "TaylorSeer modules", "CGTaylor", "FirstBlockCache", "SoftPAG", "SparseAttention", "RAS",
            "JiT")
 NOT_YET = {  # families without an adapter yet, and why
-    "qwen_image": "no adapter yet (0.3.75 fixes its width at 3072: a 700 MB test model)",
     "chroma": "no adapter yet (0.3.75 fixes its width at 3072: a 700 MB test model)",
     "lumina2": "no adapter yet (0.3.75's forward offers no block replace)",
     "hidream": "no adapter yet (0.3.75's forward offers no block replace)",
@@ -39,6 +38,7 @@ class Family:
     video: bool
     pooled: int
     heads: str  # a SoftPAG spec touching the first block
+    context_dim: int = 4096  # width of the text conditioning the model takes
 
 
 GATED = ("CGTaylor", "FirstBlockCache")  # run the first block and gate the rest: need a second block
@@ -73,6 +73,7 @@ def families() -> dict[str, Family]:
         "sd3": Family("sd3", loader(dit_runtime.ensure_sd3_tiny), False, 2048, "1:all"),
         "hunyuan_video": Family("hunyuan_video", loader(dit_runtime.ensure_hunyuan_video_tiny), True, 768,
                                 "double:0:all"),
+        "qwen_image": Family("qwen_image", loader(dit_runtime.ensure_qwen_image_thin), True, 0, "0:all", 3584),
     }
 
 
@@ -119,8 +120,8 @@ def run_family(family: Family, methods: tuple[str, ...] = METHODS, steps: int = 
     model = family.load()
 
     def draw(m: Any) -> torch.Tensor:
-        pos = conditioning(1, tokens=5, pooled=family.pooled)
-        neg = conditioning(2, tokens=5, pooled=family.pooled)
+        pos = conditioning(1, tokens=5, dim=family.context_dim, pooled=family.pooled)
+        neg = conditioning(2, tokens=5, dim=family.context_dim, pooled=family.pooled)
         return sample(m, steps=steps, size=(128, 128), video=family.video, positive=pos, negative=neg,
                       pooled=family.pooled)
 

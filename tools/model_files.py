@@ -29,6 +29,7 @@ WAN_VAE_FILE = "ditaccel_wan21_vae.safetensors"
 FLUX_THIN_FILE = "ditaccel_flux_thin.safetensors"
 SD3_TINY_FILE = "ditaccel_sd3_tiny.safetensors"
 HUNYUAN_VIDEO_TINY_FILE = "ditaccel_hunyuan_video_tiny.safetensors"
+QWEN_IMAGE_THIN_FILE = "ditaccel_qwen_image_thin.safetensors"
 
 
 class SeededStream:
@@ -286,6 +287,21 @@ def make_hunyuan_video_tiny(path: Path, seed: int = 7) -> str:
 
     model = hunyuan_video.HunyuanVideo(image_model="hunyuan_video", operations=comfy.ops.disable_weight_init,
                                        device="meta", **HUNYUAN_VIDEO_TINY)
+    shapes = {k: tuple(t.shape) for k, t in model.state_dict().items()}
+    return write_safetensors(path, fill(specs_from_shapes(shapes), seed, np.float16))
+
+
+QWEN_IMAGE_THIN = {"num_layers": 1}  # 0.3.75 reads only the block count; width 3072 (24 heads of 128) is fixed
+
+
+def make_qwen_image_thin(path: Path, seed: int = 11) -> str:
+    """One dual-stream block at the fixed width 3072 (~0.7 GB in fp16); names and shapes from ComfyUI's own
+    class on the meta device. The text input is 3584 wide (Qwen2.5-VL's hidden size)."""
+    import comfy.ldm.qwen_image.model as qwen_image
+    import comfy.ops
+
+    model = qwen_image.QwenImageTransformer2DModel(operations=comfy.ops.disable_weight_init, device="meta",
+                                                   **QWEN_IMAGE_THIN)
     shapes = {k: tuple(t.shape) for k, t in model.state_dict().items()}
     return write_safetensors(path, fill(specs_from_shapes(shapes), seed, np.float16))
 

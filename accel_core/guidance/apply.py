@@ -51,7 +51,7 @@ def attention_shape(model: Any, adapter: Any) -> tuple[dict[str, int], int]:
     """Blocks per block list (by replace name) and attention heads per block of `model`."""
     diffusion_model = model.get_model_object("diffusion_model")
     counts = {spec.replace_name: len(getattr(diffusion_model, spec.attr, ())) for spec in adapter.block_lists}
-    return counts, int(diffusion_model.num_heads)
+    return counts, adapter.num_heads(diffusion_model)
 
 
 def selection_for(model: Any, adapter: Any, heads: str) -> HeadSelection:

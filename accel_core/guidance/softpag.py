@@ -14,6 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -98,8 +99,9 @@ def block_hook() -> BlockFn:
 
 def attention_hook() -> Callable[..., torch.Tensor]:
     def attention(call_next: Callable[..., torch.Tensor], ctx: RunContext | None, q: torch.Tensor,
-                  k: torch.Tensor, v: torch.Tensor, heads: int, **kwargs) -> torch.Tensor:
-        out = call_next(q, k, v, heads, **kwargs)
+                  k: torch.Tensor, v: torch.Tensor, heads: int, *args: Any, **kwargs: Any) -> torch.Tensor:
+        # Qwen-Image passes its attention mask positionally, after `heads`
+        out = call_next(q, k, v, heads, *args, **kwargs)
         to = kwargs.get("transformer_options") or {}
         marker: BlockMarker | None = to.get(BLOCK_KEY)
         perturbed: PerturbedPass | None = to.get(PASS_KEY)
