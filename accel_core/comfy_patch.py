@@ -274,8 +274,10 @@ class AttentionOverride:
 
         call_next = with_base(func)
         # a method that computes attention itself hands its function down as the chain's base, so
-        # overrides that post-process attention (e.g. SoftPAG's head mixing) still apply to its output
+        # overrides that post-process attention (e.g. SoftPAG's head mixing) still apply to its output;
+        # `base` is ComfyUI's own function, for a base that wraps it
         call_next.with_base = with_base  # type: ignore[attr-defined]
+        call_next.base = func  # type: ignore[attr-defined]
         ctx = run_context(kwargs.get("transformer_options") or {})
         return self.fn(call_next, ctx, *args, **kwargs)
 
@@ -313,14 +315,13 @@ def remove_post_cfg(model: ModelPatcher, owner: str) -> None:
 def add_post_cfg(model: ModelPatcher, fn: Callable[[dict], torch.Tensor]) -> None:
     """Add `fn` (with an `owner`) to the clone's post-CFG functions, replacing the owner's earlier one.
 
-    Functions with `runs_last = True` (those that rewrite the guided output token by token, e.g.
-    JiT filling the tokens the model did not compute) stay after the others whatever the order
-    the nodes were applied in.
+    Functions run in the order of their `post_cfg_order` (default 0), then in the order the nodes
+    were applied: guidance terms (0) first, then what reads the guided result (RAS's ranking, 1),
+    then what rewrites it token by token (JiT's fill, 2).
     """
     remove_post_cfg(model, fn.owner)
     fns = [*model.model_options.get("sampler_post_cfg_function", []), fn]
-    last = [f for f in fns if getattr(f, "runs_last", False)]
-    model.model_options["sampler_post_cfg_function"] = [f for f in fns if f not in last] + last
+    model.model_options["sampler_post_cfg_function"] = sorted(fns, key=lambda f: getattr(f, "post_cfg_order", 0))
 
 
 def run_conds(model: Any, conds: list, x: torch.Tensor, sigma: torch.Tensor, model_options: dict,

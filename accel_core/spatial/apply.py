@@ -16,11 +16,19 @@ from typing import Any
 import torch
 
 from ..adapters import HOOK_ATTENTION, HOOK_BLOCK_REPLACE, HOOK_DIFFUSION_MODEL, UnsupportedModelError
-from ..comfy_patch import add_post_cfg, attach, run_context, set_attention_override, set_block_patches
+from ..comfy_patch import (
+    METHODS_KEY,
+    add_post_cfg,
+    attach,
+    run_context,
+    set_attention_override,
+    set_block_patches,
+    transformer_options,
+)
 from ..report import RAN_SUBSET
 from ..run_context import BlockMarker, BlockSite, ConfiguredMethod, RunContext
 from . import jit, ras
-from .tokens import gather_tokens, rows_for_call, scatter_tokens, to_pixels
+from .tokens import gather_tokens, rows_for_call, same_rows, scatter_tokens, to_pixels
 
 NEEDS = frozenset({HOOK_BLOCK_REPLACE, HOOK_ATTENTION, HOOK_DIFFUSION_MODEL})
 SUPPORTED = ("wan",)
@@ -40,6 +48,11 @@ class CallPlan:
 
     key: tuple
     index: torch.Tensor | None = None
+    uniform: bool = True  # every row of `index` keeps the same tokens
+
+    def with_index(self, index: torch.Tensor) -> CallPlan:
+        self.index, self.uniform = index, same_rows(index)
+        return self
 
 
 def call_key(to: dict, x: torch.Tensor) -> tuple:
@@ -53,17 +66,30 @@ def velocity(args: dict) -> torch.Tensor:
     return (x - denoised) / sigma
 
 
-def gather_block_args(args: dict, index: torch.Tensor) -> dict:
+def gather_block_args(args: dict, index: torch.Tensor, uniform: bool | None = None) -> dict:
     """A Wan block's arguments restricted to the tokens in `index`."""
     x = args["img"]
-    out = {**args, "img": gather_tokens(x, index)}
+    out = {**args, "img": gather_tokens(x, index, uniform=uniform)}
     pe = args.get("pe")
     if isinstance(pe, torch.Tensor) and pe.dim() > 1 and pe.shape[1] == x.shape[1]:
-        out["pe"] = gather_tokens(pe, index)
+        out["pe"] = gather_tokens(pe, index, uniform=uniform)
     vec = args.get("vec")
-    if isinstance(vec, torch.Tensor) and vec.dim() == 4 and vec.shape[1] == x.shape[1]:  # Wan 2.2 5B: per token
-        out["vec"] = gather_tokens(vec, index)
+    if isinstance(vec, torch.Tensor) and vec.dim() == 4 and vec.shape[1] > 1:  # Wan 2.2 5B: per token or frame
+        out["vec"] = gather_tokens(per_token_modulation(vec, x.shape[1]), index, uniform=uniform)
     return out
+
+
+def per_token_modulation(vec: torch.Tensor, tokens: int) -> torch.Tensor:
+    """Wan 2.2's (B, n, 6, C) modulation spread to one entry per token, as the block's own `repeat_e`
+    spreads it (n is the token count, or the frame count when a denoise mask gives each frame its
+    timestep)."""
+    n = vec.shape[1]
+    if n == tokens:
+        return vec
+    repeats = tokens // n
+    if repeats * n == tokens:
+        return vec.repeat_interleave(repeats, dim=1)
+    return vec.repeat_interleave(repeats + 1, dim=1)[:, :tokens]
 
 
 # --- RAS ---------------------------------------------------------------------------------------
@@ -75,6 +101,7 @@ class RASObserver:
     """Post-CFG: record the guided update each evaluation makes (the next step's ranking)."""
 
     owner = ras.KEY
+    post_cfg_order = 1  # after the guidance terms (SoftPAG), before JiT's fill
 
     def __deepcopy__(self, memo: dict) -> RASObserver:
         return self
@@ -98,7 +125,7 @@ def _ras_begin_call(state: ras.RASState, ctx: RunContext, args: dict) -> CallPla
     chunks = max(len(to.get("cond_or_uncond") or ()), 1)
     if chosen is None or chosen.shape[0] * chunks != x.shape[0]:
         return plan
-    plan.index = rows_for_call(chosen, chunks)
+    plan.with_index(rows_for_call(chosen, chunks))
     n, full = chosen.shape[1], x.shape[1]
     call.tokens_run = n
     saved = call.flops_full - ctx.flops.stack(n, call.text_tokens, batch=x.shape[0], n_keys=full)
@@ -106,15 +133,15 @@ def _ras_begin_call(state: ras.RASState, ctx: RunContext, args: dict) -> CallPla
     return plan
 
 
-def run_block(args: dict, call_block: Callable[[dict], dict], site: BlockSite, index: torch.Tensor | None,
+def run_block(args: dict, call_block: Callable[[dict], dict], site: BlockSite, plan: CallPlan,
               base: torch.Tensor | None = None) -> dict:
-    """The block on every token, or on the tokens in `index` with its output scattered into `base`
+    """The block on every token, or on the plan's tokens with its output scattered into `base`
     (default: the block's input, so the tokens left out pass through unchanged)."""
     marked = {**args, "transformer_options": {**args["transformer_options"], MARK_KEY: BlockMarker(site)}}
-    if index is None:
+    if plan.index is None:
         return call_block(marked)
-    out = call_block(gather_block_args(marked, index))
-    return {**out, "img": scatter_tokens(args["img"] if base is None else base, index, out["img"])}
+    out = call_block(gather_block_args(marked, plan.index, plan.uniform))
+    return {**out, "img": scatter_tokens(args["img"] if base is None else base, plan.index, out["img"])}
 
 
 def ras_block_hook() -> Callable[..., dict]:
@@ -127,7 +154,7 @@ def ras_block_hook() -> Callable[..., dict]:
         plan: CallPlan = state.current
         # the last block's tokens left out keep the output they had when last computed
         base = state.hidden[plan.key] if site.last and plan.index is not None else None
-        out = run_block(args, call_block, site, plan.index, base)
+        out = run_block(args, call_block, site, plan, base)
         if site.last:
             state.hidden[plan.key] = out["img"]
             state.current = None
@@ -140,7 +167,10 @@ def cached_context_attention(key: str) -> Callable[..., torch.Tensor]:
     """Self-attention of a subset call: the chosen tokens' queries see every token's key and value
     (fresh for the chosen tokens, cached for the others); a full call refreshes the cache.
 
-    `key`: the method whose per-run state holds `current` (the call's plan) and `keys_values`.
+    The whole-image keys and values are swapped in at the bottom of the attention chain (as the base
+    function), so overrides applied before this one (SoftPAG's head mix) see the subset's own
+    q, k, v and stay consistent. `key`: the method whose per-run state holds `current` (the call's
+    plan) and `keys_values`.
     """
 
     def attention(call_next: Callable[..., torch.Tensor], ctx: RunContext | None, q: torch.Tensor,
@@ -156,12 +186,28 @@ def cached_context_attention(key: str) -> Callable[..., torch.Tensor]:
         if plan.index is None:
             state.keys_values[slot] = (k.detach().clone(), v.detach().clone())
             return call_next(q, k, v, heads, *args, **kwargs)
-        k_all, v_all = state.keys_values[slot]
-        k_all, v_all = scatter_tokens(k_all, plan.index, k), scatter_tokens(v_all, plan.index, v)
-        state.keys_values[slot] = (k_all, v_all)
-        return call_next(q, k_all, v_all, heads, *args, **kwargs)
+        base = call_next.base  # type: ignore[attr-defined]
+
+        def whole_image(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, *a: Any,
+                        **kw: Any) -> torch.Tensor:
+            k_all, v_all = state.keys_values[slot]
+            # the cache is this state's own tensor: update it in place
+            k_all.scatter_(1, plan.index.unsqueeze(-1).expand(-1, -1, k.shape[-1]), k.to(k_all.dtype))
+            v_all.scatter_(1, plan.index.unsqueeze(-1).expand(-1, -1, v.shape[-1]), v.to(v_all.dtype))
+            return base(q, k_all, v_all, heads, *a, **kw)
+
+        return call_next.with_base(whole_image)(q, k, v, heads, *args, **kwargs)
 
     return attention
+
+
+def refuse_both(model: Any, node: str) -> None:
+    """RAS and JiT each decide which tokens the blocks run: one model takes one of them."""
+    table = transformer_options(model).get(METHODS_KEY)
+    keys = set(table.methods) if table is not None else set()
+    if {ras.KEY, jit.KEY} <= keys:
+        raise ValueError(f"{node}: DiTAccelRAS and DiTAccelJiT both choose which image tokens the blocks run; "
+                         f"use one of them on a model.")
 
 
 def _ras_state(config: ras.RASConfig, run: RunContext) -> ras.RASState:
@@ -172,6 +218,7 @@ def apply_ras(model: Any, config: ras.RASConfig) -> Any:
     method = ConfiguredMethod(ras.KEY, config, _ras_state)
     m, adapter = attach(model, method, NEEDS, name=RAS_NODE)
     check_family(adapter, RAS_NODE)
+    refuse_both(m, RAS_NODE)
     set_block_patches(m, adapter, ras.KEY, ras_block_hook(), innermost=True)
     set_attention_override(m, ras.KEY, cached_context_attention(ras.KEY))
     add_post_cfg(m, RASObserver())
@@ -199,10 +246,11 @@ def _jit_begin_call(state: jit.JiTState, ctx: RunContext, args: dict) -> CallPla
         state.seen.add(plan.key)
         return plan
     per_sample = mask.nonzero()[:, 1].view(mask.shape[0], -1)
-    plan.index = rows_for_call(per_sample, chunks)
+    plan.with_index(rows_for_call(per_sample, chunks))
     n, full = per_sample.shape[1], x.shape[1]
     call.tokens_run = n
-    call.mark_skipped(call.flops_full - ctx.flops.stack(n, call.text_tokens, batch=x.shape[0]),
+    keys = full if state.config.full_context else None  # full context: anchors attend to every token
+    call.mark_skipped(call.flops_full - ctx.flops.stack(n, call.text_tokens, batch=x.shape[0], n_keys=keys),
                       f"{full - n} of {full} tokens interpolated", RAN_SUBSET)
     return plan
 
@@ -214,7 +262,7 @@ def jit_block_hook() -> Callable[..., dict]:
         state: jit.JiTState = ctx.state(jit.KEY)
         if site.flat_index == 0 or state.current is None:
             state.current = _jit_begin_call(state, ctx, args)
-        out = run_block(args, call_block, site, state.current.index)
+        out = run_block(args, call_block, site, state.current)
         if site.last:
             state.current = None
         return out
@@ -228,7 +276,7 @@ class JiTFill:
     anchors' clean-image estimate (the micro-flow), through the velocity the sampler integrates."""
 
     owner = jit.KEY
-    runs_last = True
+    post_cfg_order = 2  # last: it rewrites the tokens the model did not compute
 
     def __deepcopy__(self, memo: dict) -> JiTFill:
         return self
@@ -285,6 +333,7 @@ def apply_jit(model: Any, config: jit.JiTConfig) -> Any:
     method = ConfiguredMethod(jit.KEY, config, _jit_state)
     m, adapter = attach(model, method, NEEDS, name=JIT_NODE)
     check_family(adapter, JIT_NODE)
+    refuse_both(m, JIT_NODE)
     set_block_patches(m, adapter, jit.KEY, jit_block_hook(), innermost=True)
     if config.full_context:
         set_attention_override(m, jit.KEY, cached_context_attention(jit.KEY))

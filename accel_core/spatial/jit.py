@@ -13,7 +13,8 @@ its neighbours' (measured better on the embedded model: README). Tokens that joi
 pulled toward the anchors' clean-image estimate, noised to the current level with the run's
 own starting noise (the deterministic micro-flow: x <- (1 - 1/R) x + (1/R) target, R = `relax`).
 With the stock KSampler the pull is applied through the velocity the sampler integrates, using
-the next sigma of `sample_sigmas`.
+the next sigma of `sample_sigmas`; it assumes one model evaluation per step (euler-type
+samplers): with Heun-type samplers it lands on the corrector's evaluation, at half strength.
 
 The paper's 4x / 7x presets also run fewer steps (18 / 11 instead of 50): here the step count is
 the sampler's; `tools/bench_spatial.py` measures both at the same steps and at 11 and 18.

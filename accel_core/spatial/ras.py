@@ -42,7 +42,7 @@ class RASConfig:
     metric: str = "std"
     start_percent: float = 0.0
     end_percent: float = 1.0
-    reference_steps: int = 0  # presets: warm-up and dense steps are given for this many steps and scaled
+    reference_steps: int = 0  # presets: the warm-up is given for this many steps and scaled
 
     def __post_init__(self) -> None:
         if not 0.05 <= self.sample_ratio <= 1.0:

@@ -13,13 +13,15 @@ import torch
 import torch.nn.functional as F
 
 
-def gather_tokens(x: torch.Tensor, index: torch.Tensor, axis: int = 1) -> torch.Tensor:
+def gather_tokens(x: torch.Tensor, index: torch.Tensor, axis: int = 1, uniform: bool | None = None) -> torch.Tensor:
     """`x` restricted to the tokens in `index` (rows, n) along `axis`; a leading batch of 1 is shared.
 
-    When every row keeps the same tokens the result keeps `x`'s batch size (RoPE tables are
-    stored once for the whole batch).
+    When every row keeps the same tokens (`uniform`; worked out here when None) the result keeps
+    `x`'s batch size (RoPE tables are stored once for the whole batch).
     """
-    if bool((index == index[:1]).all()):
+    if uniform is None:
+        uniform = same_rows(index)
+    if uniform:
         return x.index_select(axis, index[0])
     rows = index.shape[0]
     if x.shape[0] == 1 and rows > 1:
@@ -28,6 +30,11 @@ def gather_tokens(x: torch.Tensor, index: torch.Tensor, axis: int = 1) -> torch.
         raise ValueError("per-row token subsets are gathered on axis 1")
     shape = (rows, index.shape[1]) + (1,) * (x.dim() - 2)
     return torch.gather(x, 1, index.view(shape).expand(rows, index.shape[1], *x.shape[2:]))
+
+
+def same_rows(index: torch.Tensor) -> bool:
+    """Every row of a subset keeps the same tokens (asked once per model call: it syncs a GPU)."""
+    return bool((index == index[:1]).all())
 
 
 def scatter_tokens(full: torch.Tensor, index: torch.Tensor, part: torch.Tensor) -> torch.Tensor:

@@ -97,3 +97,40 @@ def test_unsupported_family_is_refused_naming_what_is_supported():
     sd3 = comfy.sd.load_diffusion_model(str(dit_runtime.ensure_sd3_tiny()))
     with pytest.raises(UnsupportedModelError, match=r"DiTAccelRAS.*SD3.*Supported: Wan"):
         apply_ras(sd3, config())
+
+
+@pytest.mark.parametrize("spatial", ["ras", "jit"])
+def test_runs_under_softpag_applied_first_and_its_perturbation_still_runs(wan, spatial):
+    from comfyui_ditaccel.accel_core.guidance.apply import apply_softpag
+    from comfyui_ditaccel.accel_core.guidance.softpag import SoftPAGConfig
+    from comfyui_ditaccel.accel_core.spatial import presets
+    from comfyui_ditaccel.accel_core.spatial.apply import apply_jit
+
+    guided = apply_softpag(wan, SoftPAGConfig("2:all", 1.0, 3.0))
+    m = apply_ras(guided, config()) if spatial == "ras" else apply_jit(guided, presets.JIT["balanced"])
+    out = sample(m, steps=STEPS, size=SIZE)
+    record = report_holder(m).latest
+    assert torch.isfinite(out).all() and any("subset" in s.ran for s in record.steps())
+    assert len(record.calls) == 2 * STEPS  # the perturbed pass ran every step
+    names = [type(f).__name__ for f in m.model_options["sampler_post_cfg_function"]]
+    assert names[0] == "SoftPAGGuidance"  # guidance first, then what reads or rewrites its result
+
+
+def test_ras_and_jit_on_one_model_are_refused(wan):
+    from comfyui_ditaccel.accel_core.spatial.apply import apply_jit
+    from comfyui_ditaccel.accel_core.spatial.jit import JiTConfig
+
+    with pytest.raises(ValueError, match="DiTAccelJiT: DiTAccelRAS and DiTAccelJiT"):
+        apply_jit(apply_ras(wan, config()), JiTConfig())
+
+
+def test_wan22_modulation_per_frame_is_spread_to_tokens_as_the_block_does():
+    from comfy.ldm.wan.model import repeat_e
+    from comfyui_ditaccel.accel_core.spatial.apply import per_token_modulation
+
+    x = torch.zeros(2, 10, 4)  # 10 tokens over 3 frames: an uneven split, as repeat_e handles it
+    for frames in (1, 2, 3, 10):
+        vec = torch.randn(2, frames, 6, 4)
+        spread = per_token_modulation(vec, 10) if frames > 1 else vec
+        for j in range(6):
+            assert torch.equal(repeat_e(spread[:, :, j], x), repeat_e(vec[:, :, j], x))
