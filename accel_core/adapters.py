@@ -182,6 +182,16 @@ HUNYUAN_VIDEO = ModelAdapter(
     sets_block_index=True,
 )
 
+CHROMA = ModelAdapter(
+    family="chroma",
+    display_name="Chroma",
+    model_classes=("comfy.ldm.chroma.model:Chroma",),
+    block_lists=FLUX.block_lists,  # Flux's blocks without their own modulation linears (an approximator feeds them)
+    hooks=frozenset({HOOK_DIFFUSION_MODEL, HOOK_BLOCK_REPLACE, HOOK_ATTENTION}),
+    patch_size=(1, 2, 2),
+    sets_block_index=True,
+)
+
 QWEN_IMAGE = ModelAdapter(
     family="qwen_image",
     display_name="Qwen-Image (and Qwen-Image-Edit)",
@@ -203,7 +213,7 @@ QWEN_IMAGE = ModelAdapter(
     heads_path="transformer_blocks.0.attn.heads",
 )
 
-ADAPTERS: tuple[ModelAdapter, ...] = (WAN21, FLUX, SD3, HUNYUAN_VIDEO, QWEN_IMAGE)
+ADAPTERS: tuple[ModelAdapter, ...] = (WAN21, FLUX, SD3, HUNYUAN_VIDEO, QWEN_IMAGE, CHROMA)
 
 
 class UnsupportedModelError(ValueError):

@@ -154,6 +154,11 @@ def ensure_qwen_image_thin(lay: ComfyLayout | None = None) -> Path:
     return _ensure_test_model(model_files.QWEN_IMAGE_THIN_FILE, model_files.make_qwen_image_thin, lay)
 
 
+def ensure_chroma_thin(lay: ComfyLayout | None = None) -> Path:
+    """A 1 + 1-block Chroma (width 3072 and its approximator, ~1.2 GB) with seeded random weights."""
+    return _ensure_test_model(model_files.CHROMA_THIN_FILE, model_files.make_chroma_thin, lay)
+
+
 def in_process() -> None:
     """Make ComfyUI importable in this process, on the CPU: its tree goes after site-packages, so
     ComfyUI's top-level `utils` and `nodes` shadow nothing."""

@@ -30,6 +30,7 @@ FLUX_THIN_FILE = "ditaccel_flux_thin.safetensors"
 SD3_TINY_FILE = "ditaccel_sd3_tiny.safetensors"
 HUNYUAN_VIDEO_TINY_FILE = "ditaccel_hunyuan_video_tiny.safetensors"
 QWEN_IMAGE_THIN_FILE = "ditaccel_qwen_image_thin.safetensors"
+CHROMA_THIN_FILE = "ditaccel_chroma_thin.safetensors"
 
 
 class SeededStream:
@@ -302,6 +303,24 @@ def make_qwen_image_thin(path: Path, seed: int = 11) -> str:
 
     model = qwen_image.QwenImageTransformer2DModel(operations=comfy.ops.disable_weight_init, device="meta",
                                                    **QWEN_IMAGE_THIN)
+    shapes = {k: tuple(t.shape) for k, t in model.state_dict().items()}
+    return write_safetensors(path, fill(specs_from_shapes(shapes), seed, np.float16))
+
+
+# what 0.3.75's detection reads for Chroma: Flux's fixed width plus its fixed modulation approximator
+CHROMA_THIN = {"in_channels": 64, "out_channels": 64, "context_in_dim": 4096, "hidden_size": 3072, "mlp_ratio": 4.0,
+               "num_heads": 24, "depth": 1, "depth_single_blocks": 1, "axes_dim": [16, 56, 56], "theta": 10000,
+               "patch_size": 2, "qkv_bias": True, "in_dim": 64, "out_dim": 3072, "hidden_dim": 5120, "n_layers": 5}
+
+
+def make_chroma_thin(path: Path, seed: int = 13) -> str:
+    """One double and one single block at the fixed width 3072 plus the fixed 5-layer, 5120-wide
+    modulation approximator (~1.2 GB in fp16); names and shapes from ComfyUI's own class on the meta
+    device."""
+    import comfy.ldm.chroma.model as chroma
+    import comfy.ops
+
+    model = chroma.Chroma(operations=comfy.ops.disable_weight_init, device="meta", **CHROMA_THIN)
     shapes = {k: tuple(t.shape) for k, t in model.state_dict().items()}
     return write_safetensors(path, fill(specs_from_shapes(shapes), seed, np.float16))
 
