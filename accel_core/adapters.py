@@ -37,6 +37,9 @@ class BlockList:
     # block drops the text stream: "txt" is None); the stack's output is these
     final_returns: tuple[str, ...] = ()
     text_first: bool = True  # joint attention's token order: text then image (Flux, SD3) or the reverse
+    # the model calls these blocks directly (no patches_replace lookup): the pack routes the calls
+    # through patches_replace with an object patch; the block's positional arguments, by args-dict name
+    call_args: tuple[str, ...] = ()
 
     @property
     def output_keys(self) -> tuple[str, ...]:
@@ -213,7 +216,29 @@ QWEN_IMAGE = ModelAdapter(
     heads_path="transformer_blocks.0.attn.heads",
 )
 
-ADAPTERS: tuple[ModelAdapter, ...] = (WAN21, FLUX, SD3, HUNYUAN_VIDEO, QWEN_IMAGE, CHROMA)
+LUMINA2 = ModelAdapter(
+    family="lumina2",
+    display_name="Lumina 2 / Z-Image",
+    model_classes=("comfy.ldm.lumina.model:NextDiT",),
+    block_lists=(
+        BlockList(
+            attr="layers",  # the main layers; the two refiner stacks before them stay untouched
+            replace_name="double_block",
+            returns=("img",),
+            joint_tokens=True,
+            joint_order=("txt", "img"),
+            vector_linear_prefixes=("adaLN_modulation",),
+            attention=("joint",),
+            call_args=("img", "mask", "pe", "vec"),
+        ),
+    ),
+    hooks=frozenset({HOOK_DIFFUSION_MODEL, HOOK_BLOCK_REPLACE, HOOK_ATTENTION}),
+    patch_size=(1, 2, 2),
+    sets_block_index=False,
+    heads_path="layers.0.attention.n_local_heads",
+)
+
+ADAPTERS: tuple[ModelAdapter, ...] = (WAN21, FLUX, SD3, HUNYUAN_VIDEO, QWEN_IMAGE, CHROMA, LUMINA2)
 
 
 class UnsupportedModelError(ValueError):

@@ -5,7 +5,8 @@
   after; APPLY_MODEL: per-call record for the report — every family's model call goes
   through it, unlike DIFFUSION_MODEL, which 0.3.75's MMDiT (SD3) forward does not offer).
 - `set_block_patches` installs `patches_replace["dit"]` entries that know their own block
-  index (Wan on 0.3.75 does not set `block_index`) and chain to a patch already there.
+  index (Wan on 0.3.75 does not set `block_index`) and chain to a patch already there; for
+  blocks the model calls directly (Lumina 2), an object patch routes the call through them.
 - `set_module_wrappers` puts a `ModuleWrapper` on named submodules of every block through
   ModelPatcher object patches (for methods that replace attention / MLP outputs).
 - `set_attention_override` installs an attention override that chains to whatever override
@@ -24,9 +25,9 @@ import torch
 from comfy.model_patcher import ModelPatcher, create_model_options_clone
 from comfy.patcher_extension import WrappersMP
 
-from .adapters import ModelAdapter, adapter_for
+from .adapters import BlockList, ModelAdapter, adapter_for
 from .metrics import FlopCounter, tensor_bytes
-from .module_wrap import ModuleSlot, ModuleWrapper, unwrapped
+from .module_wrap import BlockCallHook, ModuleSlot, ModuleWrapper, unwrapped
 from .report import CallRecord, ReportHolder
 from .run_context import BlockSite, Method, RunContext, stream_labels
 
@@ -216,8 +217,18 @@ def set_block_patches(model: ModelPatcher, adapter: ModelAdapter, owner: str, fn
             previous = _without_owner(current.get((spec.replace_name, i)), owner)
             link = _below_pack_links(previous, owner, fn, site) if innermost else BlockPatch(owner, fn, site, previous)
             model.set_model_patch_replace(link, "dit", spec.replace_name, i)
+            if spec.call_args:
+                _route_block_calls(model, spec, i)
             patched += 1
     return patched
+
+
+def _route_block_calls(model: ModelPatcher, spec: BlockList, index: int) -> None:
+    """Blocks the model calls directly get an object patch that looks up patches_replace for them."""
+    path = f"diffusion_model.{spec.attr}.{index}"
+    block = model.get_model_object(path)
+    if not isinstance(block, BlockCallHook):
+        model.add_object_patch(path, BlockCallHook(block, spec.replace_name, index, spec.call_args))
 
 
 def _below_pack_links(patch: Any, owner: str, fn: BlockFn, site: BlockSite) -> BlockPatch:

@@ -64,3 +64,41 @@ def unwrapped(module: Any, owner: str) -> Any:
     while isinstance(module, ModuleWrapper) and module.owner == owner:
         module = module.inner
     return module
+
+
+class BlockCallHook(torch.nn.Module):
+    """A block its model calls directly, without looking up patches_replace (Lumina 2 / Z-Image on
+    0.3.75): the call goes through `transformer_options["patches_replace"]["dit"][(name, index)]`
+    as it does in the families whose forward looks it up, so block patches work the same way.
+
+    `call_args` names the block's positional arguments in the patch's args dict ("img" first).
+    Shares the block's parameter dicts (weights keep their names), like ModuleWrapper.
+    """
+
+    def __init__(self, inner: torch.nn.Module, replace_name: str, index: int, call_args: tuple[str, ...]) -> None:
+        super().__init__()
+        self._parameters = inner._parameters
+        self._buffers = inner._buffers
+        self._modules = inner._modules
+        object.__setattr__(self, "inner", inner)
+        object.__setattr__(self, "replace_name", replace_name)
+        object.__setattr__(self, "index", index)
+        object.__setattr__(self, "call_args", call_args)
+
+    def __deepcopy__(self, memo: dict) -> BlockCallHook:
+        return self
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        to = kwargs.get("transformer_options") or {}
+        patch = to.get("patches_replace", {}).get("dit", {}).get((self.replace_name, self.index))
+        if patch is None:
+            return self.inner(*args, **kwargs)
+        names = self.call_args
+        block_args = {**dict(zip(names, args, strict=True)), **kwargs, "transformer_options": to}
+
+        def original_block(a: dict) -> dict:
+            rest = {k: v for k, v in a.items() if k not in names and k != "transformer_options"}
+            return {names[0]: self.inner(*(a[n] for n in names), **rest,
+                                         transformer_options=a["transformer_options"])}
+
+        return patch(block_args, {"original_block": original_block})[names[0]]

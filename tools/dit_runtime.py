@@ -159,6 +159,11 @@ def ensure_chroma_thin(lay: ComfyLayout | None = None) -> Path:
     return _ensure_test_model(model_files.CHROMA_THIN_FILE, model_files.make_chroma_thin, lay)
 
 
+def ensure_lumina2_tiny(lay: ComfyLayout | None = None) -> Path:
+    """A 2-layer Lumina 2 (width 2304, ~0.7 GB) with seeded random weights, for plumbing tests."""
+    return _ensure_test_model(model_files.LUMINA2_TINY_FILE, model_files.make_lumina2_tiny, lay)
+
+
 def in_process() -> None:
     """Make ComfyUI importable in this process, on the CPU: its tree goes after site-packages, so
     ComfyUI's top-level `utils` and `nodes` shadow nothing."""

@@ -21,11 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pack  # noqa: F401
 
-FAMILIES = ("wan", "flux", "sd3", "hunyuan_video", "qwen_image", "chroma")
+FAMILIES = ("wan", "flux", "sd3", "hunyuan_video", "qwen_image", "chroma", "lumina2")
 METHODS = ("TaylorSeer", "TaylorSeer modules", "CGTaylor", "FirstBlockCache", "SoftPAG", "SparseAttention", "RAS",
            "JiT")
 NOT_YET = {  # families without an adapter yet, and why
-    "lumina2": "no adapter yet (0.3.75's forward offers no block replace)",
     "hidream": "no adapter yet (0.3.75's forward offers no block replace)",
 }
 
@@ -75,6 +74,7 @@ def families() -> dict[str, Family]:
                                 "double:0:all"),
         "qwen_image": Family("qwen_image", loader(dit_runtime.ensure_qwen_image_thin), True, 0, "0:all", 3584),
         "chroma": Family("chroma", loader(dit_runtime.ensure_chroma_thin), False, 768, "double:0:all", steps=3),
+        "lumina2": Family("lumina2", loader(dit_runtime.ensure_lumina2_tiny), False, 0, "0:all", 2304),
     }
 
 

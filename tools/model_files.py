@@ -31,6 +31,7 @@ SD3_TINY_FILE = "ditaccel_sd3_tiny.safetensors"
 HUNYUAN_VIDEO_TINY_FILE = "ditaccel_hunyuan_video_tiny.safetensors"
 QWEN_IMAGE_THIN_FILE = "ditaccel_qwen_image_thin.safetensors"
 CHROMA_THIN_FILE = "ditaccel_chroma_thin.safetensors"
+LUMINA2_TINY_FILE = "ditaccel_lumina2_tiny.safetensors"
 
 
 class SeededStream:
@@ -321,6 +322,24 @@ def make_chroma_thin(path: Path, seed: int = 13) -> str:
     import comfy.ops
 
     model = chroma.Chroma(operations=comfy.ops.disable_weight_init, device="meta", **CHROMA_THIN)
+    shapes = {k: tuple(t.shape) for k, t in model.state_dict().items()}
+    return write_safetensors(path, fill(specs_from_shapes(shapes), seed, np.float16))
+
+
+# what 0.3.75's detection sets for Lumina 2 (dim 2304 picks 24 heads, 8 key/value heads); two main layers,
+# the two refiner stacks of two layers each that the class always has; text input 2304 wide (Gemma 2 2B)
+LUMINA2_TINY = {"patch_size": 2, "in_channels": 16, "dim": 2304, "cap_feat_dim": 2304, "n_layers": 2,
+                "qk_norm": True, "n_heads": 24, "n_kv_heads": 8, "axes_dims": [32, 32, 32],
+                "axes_lens": [300, 512, 512], "rope_theta": 10000.0, "ffn_dim_multiplier": 4.0}
+
+
+def make_lumina2_tiny(path: Path, seed: int = 17) -> str:
+    """A two-layer Lumina 2 at its detected width 2304 (~0.7 GB in fp16); names and shapes from ComfyUI's
+    own class on the meta device."""
+    import comfy.ldm.lumina.model as lumina
+    import comfy.ops
+
+    model = lumina.NextDiT(operations=comfy.ops.disable_weight_init, device="meta", **LUMINA2_TINY)
     shapes = {k: tuple(t.shape) for k, t in model.state_dict().items()}
     return write_safetensors(path, fill(specs_from_shapes(shapes), seed, np.float16))
 
