@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-FAMILIES = "Wan 2.x, Flux, SD3 / SD3.5, HunyuanVideo, Qwen-Image, Chroma or Lumina 2 / Z-Image"  # what the adapters cover
+# what the adapters cover
+FAMILIES = "Wan 2.x, Flux, SD3 / SD3.5, HunyuanVideo, Qwen-Image, Chroma or Lumina 2 / Z-Image"
 
 
 def range_error(name: str, value: float | None, lo: float, hi: float) -> str | None:
