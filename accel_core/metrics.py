@@ -68,7 +68,11 @@ def block_flops(block: torch.nn.Module, spec: BlockList, n_img: int, n_txt: int,
     if not linears:
         return 0.0
     flops = sum(2.0 * _tokens_for(n, spec, n_img, n_txt) * shape[0] * shape[1] for n, shape in linears)
-    width = min(shape[1] for _, shape in linears)
+    # the attention width is the narrowest token linear's input; conditioning-vector linears
+    # (modulation) can be narrower (Lumina 2: 1024 against 2304) and do not see tokens
+    token_linears = [shape for n, shape in linears
+                     if not (spec.vector_linear_prefixes and n.startswith(spec.vector_linear_prefixes))]
+    width = min(shape[1] for shape in token_linears or [shape for _, shape in linears])
     for kind in spec.attention:
         if kind == "self":
             q, k = n_img, keys

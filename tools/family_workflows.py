@@ -36,6 +36,8 @@ class FamilyGraph:
     guidance: float | None = None  # FluxGuidance on the positive conditioning
     video: bool = False
     negative: str = ""
+    lumina_prompts: bool = False  # CLIPTextEncodeLumina2: Lumina 2 expects its system prompt before the text
+    tiled_decode: bool = False  # VAEDecodeTiled: long videos decode in tiles of frames
 
 
 def unet(name: str, dtype: str = "default") -> dict:
@@ -97,7 +99,7 @@ FAMILIES = (
                                                          "clip_name2": "llava_llama3_fp8_scaled.safetensors",
                                                          "type": "hunyuan_video", "device": "default"}},
         "7": vae("hunyuan_video_vae_bf16.safetensors")}, ["2", 0], ["7", 0], video_latent(848, 480, 73),
-        ksampler(20, 1.0), model_patch=shift("ModelSamplingSD3", 7.0), guidance=6.0, video=True),
+        ksampler(20, 1.0), model_patch=shift("ModelSamplingSD3", 7.0), guidance=6.0, video=True, tiled_decode=True),
     FamilyGraph("chroma", "Chroma", {
         "1": unet("chroma-unlocked-v50.safetensors"), "2": clip("t5xxl_fp8_e4m3fn_scaled.safetensors", "chroma"),
         "7": vae("ae.safetensors")}, ["2", 0], ["7", 0], image_latent(1024, 1024),
@@ -106,7 +108,7 @@ FAMILIES = (
         "1": unet("lumina_2_model_bf16.safetensors"), "2": clip("gemma_2_2b_fp16.safetensors", "lumina2"),
         "7": vae("ae.safetensors")}, ["2", 0], ["7", 0], image_latent(1024, 1024),
         ksampler(25, 4.0, "res_multistep", "simple"), model_patch=shift("ModelSamplingAuraFlow", 6.0),
-        negative="blurry, ugly, bad"),
+        negative="blurry, ugly, bad", lumina_prompts=True),
     FamilyGraph("hidream", "HiDream I1 full (no DiTAccel adapter yet: the baseline only)", {
         "1": unet("hidream_i1_full_fp16.safetensors"),
         "2": {"class_type": "QuadrupleCLIPLoader", "inputs": {
@@ -137,10 +139,13 @@ def baseline(f: FamilyGraph) -> dict:
     if f.model_patch is not None:
         p[MODEL_OUT] = {**f.model_patch, "inputs": {"model": model, **f.model_patch["inputs"]}}
         model = [MODEL_OUT, 0]
-    p["3"] = {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": f.clip},
-              "_meta": {"title": "Positive"}}
-    p["4"] = {"class_type": "CLIPTextEncode", "inputs": {"text": f.negative, "clip": f.clip},
-              "_meta": {"title": "Negative"}}
+    for node_id, text, title in (("3", PROMPT, "Positive"), ("4", f.negative, "Negative")):
+        if f.lumina_prompts:
+            p[node_id] = {"class_type": "CLIPTextEncodeLumina2",
+                          "inputs": {"system_prompt": "superior", "user_prompt": text, "clip": f.clip}}
+        else:
+            p[node_id] = {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": f.clip}}
+        p[node_id]["_meta"] = {"title": title}
     positive = ["3", 0]
     if f.guidance is not None:
         p["11"] = {"class_type": "FluxGuidance", "inputs": {"conditioning": positive, "guidance": f.guidance}}
@@ -148,7 +153,12 @@ def baseline(f: FamilyGraph) -> dict:
     p["5"] = f.latent
     p[SAMPLER] = {"class_type": "KSampler", "inputs": {"model": model, **f.sampler, "positive": positive,
                                                        "negative": ["4", 0], "latent_image": ["5", 0]}}
-    p["8"] = {"class_type": "VAEDecode", "inputs": {"samples": [SAMPLER, 0], "vae": f.vae}}
+    if f.tiled_decode:
+        p["8"] = {"class_type": "VAEDecodeTiled", "inputs": {"samples": [SAMPLER, 0], "vae": f.vae, "tile_size": 256,
+                                                             "overlap": 64, "temporal_size": 64,
+                                                             "temporal_overlap": 8}}
+    else:
+        p["8"] = {"class_type": "VAEDecode", "inputs": {"samples": [SAMPLER, 0], "vae": f.vae}}
     prefix = f"ditaccel_baseline_{f.family}"
     if f.video:
         p["9"] = {"class_type": "SaveAnimatedWEBP", "inputs": {"images": ["8", 0], "filename_prefix": prefix,

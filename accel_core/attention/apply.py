@@ -62,7 +62,7 @@ def _from_bhnd(x: torch.Tensor, skip_output_reshape: bool) -> torch.Tensor:
 
 
 def dense_reason(config: SparseAttentionConfig, ctx: RunContext, site: BlockSite, kind: str, q: torch.Tensor,
-                 k: torch.Tensor, mask: Any, n_img: int, skip_reshape: bool) -> str | None:
+                 k: torch.Tensor, mask: Any, n_img: int, skip_reshape: bool, n_txt: int = 0) -> str | None:
     """Why this attention call stays with the previous function (None: it goes sparse)."""
     if kind == "cross":
         return "previous (cross-attention)"
@@ -79,6 +79,10 @@ def dense_reason(config: SparseAttentionConfig, ctx: RunContext, site: BlockSite
     n = q.shape[-2] if skip_reshape else q.shape[1]
     if n != k.shape[-2 if skip_reshape else 1] or n < n_img or (kind == "self" and n != n_img):
         return "previous (token count not the image's)"
+    if kind == "joint" and n != n_img + n_txt:
+        # other tokens beside the text and the image (Z-Image's padding, Qwen-Image-Edit's and Flux
+        # Kontext's reference images): where the image sits in the sequence is not known here
+        return "previous (tokens beside the text and the image)"
     return None
 
 
@@ -93,7 +97,8 @@ def attention_hook(config: SparseAttentionConfig) -> Callable[..., torch.Tensor]
         kind = marker.next_attention()
         mask = args[0] if args else kwargs.get("mask")
         skip_reshape = bool(kwargs.get("skip_reshape"))
-        reason = dense_reason(config, ctx, marker.site, kind, q, k, mask, call.image_tokens, skip_reshape)
+        reason = dense_reason(config, ctx, marker.site, kind, q, k, mask, call.image_tokens, skip_reshape,
+                              call.text_tokens)
         if reason is None and q.is_cuda:
             layout = TileLayout(call.grid, config.query_tile, config.key_tile)
             _, why_not = backend_for(_to_bhnd(q, heads, skip_reshape), layout.block_q, layout.block_k)

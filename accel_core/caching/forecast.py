@@ -42,7 +42,8 @@ class TaylorForecaster:
         if self.nodes and abs(float(step) - self.nodes[0]) <= 1e-9 * max(1.0, abs(self.nodes[0])):
             self._drop_newest()
         nodes = [float(step), *self.nodes][: self.order + 1]
-        new = [value]
+        # a copy: the computed output goes on to the model, where a patch may add to it in place
+        new = [value.detach().clone()]
         for j in range(1, len(nodes)):
             new.append((new[j - 1] - self.diffs[j - 1]) / (nodes[0] - nodes[j]))
         self.nodes, self.diffs = nodes, new
@@ -56,7 +57,7 @@ class TaylorForecaster:
     def predict(self, step: float) -> torch.Tensor:
         if not self.diffs:
             raise RuntimeError("predict() before any update()")
-        out = self.diffs[0]
+        out = self.diffs[0].clone()  # the caller may change it in place; the table must not change
         weight = 1.0
         for j in range(1, len(self.diffs)):
             weight *= float(step) - self.nodes[j - 1]

@@ -62,3 +62,14 @@ def test_a_repeated_node_replaces_the_newest_value(order):
     assert f.nodes[0] == 2.0 and len(f.diffs) == order + 1
     torch.testing.assert_close(f.predict(3.0), poly(3.0), rtol=1e-9, atol=1e-9)
     assert torch.isfinite(f.predict(3.0)).all()
+
+
+def test_the_table_keeps_its_own_copies_of_what_it_was_given_and_what_it_returns():
+    f = TaylorForecaster(0)
+    value = torch.ones(3)
+    f.update(0.5, value)
+    value.add_(1.0)  # e.g. a ControlNet adding to the block output in place after it was stored
+    out = f.predict(0.4)
+    assert torch.equal(out, torch.ones(3))
+    out.add_(1.0)  # a caller changing the forecast in place
+    assert torch.equal(f.predict(0.4), torch.ones(3))

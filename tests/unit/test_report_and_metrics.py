@@ -88,6 +88,21 @@ def test_block_flops_of_part_of_the_tokens_attending_to_all_keys():
     assert part - alone == 4 * 4 * (n_img - 4) * d  # only the self-attention sees the extra keys
 
 
+def test_attention_width_ignores_narrower_modulation_linears():
+    from comfyui_ditaccel.accel_core.adapters import LUMINA2
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.qkv = torch.nn.Linear(8, 24)
+            self.adaLN_modulation = torch.nn.Linear(4, 32)  # conditioning vector: narrower, one token
+
+    spec = LUMINA2.block_lists[0]
+    n_img, n_txt = 10, 3
+    linears = 2 * (n_img + n_txt) * 8 * 24 + 2 * 1 * 4 * 32
+    assert block_flops(Block(), spec, n_img, n_txt) == linears + 4 * (n_img + n_txt) ** 2 * 8
+
+
 def test_tokens_column_shows_computed_over_all_where_a_call_ran_a_subset():
     record = make_record(ReportHolder())
     assert "tokens" not in record.summary().splitlines()[5]

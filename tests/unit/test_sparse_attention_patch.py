@@ -128,6 +128,12 @@ def test_cross_attention_and_masks_go_to_the_previous_function_with_a_reason():
         "dense (dense block)"
     assert dense_reason(config(start_percent=0.5, dense_steps=0), ctx, site, "self", q, q, None, 1024, False) == \
         "dense (outside start/end)"
+    # joint text + image: only when the sequence is exactly the two (Z-Image pads, edit models append images)
+    joint = torch.zeros(2, 1024 + 77, 256)
+    assert dense_reason(cfg, ctx, site, "joint", joint, joint, None, 1024, False, 77) is None
+    padded = torch.zeros(2, 1024 + 77 + 16, 256)
+    assert dense_reason(cfg, ctx, site, "joint", padded, padded, None, 1024, False, 77) == \
+        "previous (tokens beside the text and the image)"
 
 
 def test_per_site_state_is_kept_per_conditioning_not_per_label(wan, monkeypatch):
