@@ -38,8 +38,8 @@ class BlockList:
     final_returns: tuple[str, ...] = ()
     text_first: bool = True  # joint attention's token order: text then image (Flux, SD3) or the reverse
     # the model calls these blocks directly (no patches_replace lookup): the pack routes the calls
-    # through patches_replace with an object patch; the block's positional arguments, by args-dict name
-    call_args: tuple[str, ...] = ()
+    # through patches_replace with an object patch; (block parameter, args-dict name) pairs, image first
+    call_args: tuple[tuple[str, str], ...] = ()
 
     @property
     def output_keys(self) -> tuple[str, ...]:
@@ -229,7 +229,7 @@ LUMINA2 = ModelAdapter(
             joint_order=("txt", "img"),
             vector_linear_prefixes=("adaLN_modulation",),
             attention=("joint",),
-            call_args=("img", "mask", "pe", "vec"),
+            call_args=(("x", "img"), ("x_mask", "mask"), ("freqs_cis", "pe"), ("adaln_input", "vec")),
         ),
     ),
     hooks=frozenset({HOOK_DIFFUSION_MODEL, HOOK_BLOCK_REPLACE, HOOK_ATTENTION}),

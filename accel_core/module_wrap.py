@@ -9,6 +9,7 @@ gets what the module computed.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -71,11 +72,14 @@ class BlockCallHook(torch.nn.Module):
     0.3.75): the call goes through `transformer_options["patches_replace"]["dit"][(name, index)]`
     as it does in the families whose forward looks it up, so block patches work the same way.
 
-    `call_args` names the block's positional arguments in the patch's args dict ("img" first).
+    `call_args` pairs the block's parameter names with the patch's args-dict names (the image
+    stream first), e.g. (("x", "img"), ("freqs_cis", "pe")); the call is bound to the block's
+    signature, so it does not matter whether the model passes them by position or by name.
     Shares the block's parameter dicts (weights keep their names), like ModuleWrapper.
     """
 
-    def __init__(self, inner: torch.nn.Module, replace_name: str, index: int, call_args: tuple[str, ...]) -> None:
+    def __init__(self, inner: torch.nn.Module, replace_name: str, index: int,
+                 call_args: tuple[tuple[str, str], ...]) -> None:
         super().__init__()
         self._parameters = inner._parameters
         self._buffers = inner._buffers
@@ -84,6 +88,7 @@ class BlockCallHook(torch.nn.Module):
         object.__setattr__(self, "replace_name", replace_name)
         object.__setattr__(self, "index", index)
         object.__setattr__(self, "call_args", call_args)
+        object.__setattr__(self, "signature", inspect.signature(inner.forward))
 
     def __deepcopy__(self, memo: dict) -> BlockCallHook:
         return self
@@ -91,14 +96,17 @@ class BlockCallHook(torch.nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         to = kwargs.get("transformer_options") or {}
         patch = to.get("patches_replace", {}).get("dit", {}).get((self.replace_name, self.index))
-        if patch is None:
+        bound = self.signature.bind_partial(*args, **kwargs).arguments
+        image_param, image_key = self.call_args[0]
+        if patch is None or image_param not in bound:
             return self.inner(*args, **kwargs)
-        names = self.call_args
-        block_args = {**dict(zip(names, args, strict=True)), **kwargs, "transformer_options": to}
+        to_key = dict(self.call_args)
+        to_param = {key: param for param, key in self.call_args}
+        block_args = {to_key.get(name, name): value for name, value in bound.items() if name != "transformer_options"}
+        block_args["transformer_options"] = to
 
         def original_block(a: dict) -> dict:
-            rest = {k: v for k, v in a.items() if k not in names and k != "transformer_options"}
-            return {names[0]: self.inner(*(a[n] for n in names), **rest,
-                                         transformer_options=a["transformer_options"])}
+            call = {to_param.get(name, name): value for name, value in a.items() if name != "transformer_options"}
+            return {image_key: self.inner(**call, transformer_options=a["transformer_options"])}
 
-        return patch(block_args, {"original_block": original_block})[names[0]]
+        return patch(block_args, {"original_block": original_block})[image_key]

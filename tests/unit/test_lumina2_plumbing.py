@@ -67,3 +67,31 @@ def test_caching_engages_on_lumina2(lumina):
     assert torch.isfinite(out).all() and not torch.equal(out, base)
     exact = apply_taylorseer(lumina, TaylorSeerConfig(interval=1, warmup_steps=0))
     assert torch.equal(draw(exact, steps=4), base)
+
+
+def test_routed_calls_bind_to_the_block_signature_whether_passed_by_position_or_name():
+    class Layer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor(2.0))
+
+        def forward(self, x, x_mask, freqs_cis, adaln_input=None, transformer_options={}):  # noqa: B006
+            return x * self.w + freqs_cis + (0 if adaln_input is None else adaln_input)
+
+    seen = []
+
+    def patch(args, extra):
+        seen.append(sorted(k for k in args if k != "transformer_options"))
+        out = extra["original_block"](args)
+        return {"img": out["img"] + 100}
+
+    hook = BlockCallHook(Layer(), "double_block", 0, (("x", "img"), ("x_mask", "mask"), ("freqs_cis", "pe"),
+                                                        ("adaln_input", "vec")))
+    to = {"patches_replace": {"dit": {("double_block", 0): patch}}}
+    x, pe, vec = torch.ones(2), torch.full((2,), 3.0), torch.full((2,), 5.0)
+    by_position = hook(x, None, pe, vec, transformer_options=to)
+    by_name = hook(x, x_mask=None, freqs_cis=pe, adaln_input=vec, transformer_options=to)
+    assert torch.equal(by_position, torch.full((2,), 110.0)) and torch.equal(by_name, by_position)
+    assert seen == [["img", "mask", "pe", "vec"]] * 2
+    assert torch.equal(hook(x, None, pe, transformer_options={}), torch.full((2,), 5.0))  # no patch: the block
+    assert [n for n, _ in hook.named_parameters()] == ["w"]  # weights keep their names
