@@ -57,6 +57,7 @@ class ModelAdapter:
     patch_size: tuple[int, int, int]  # (t, h, w) latent cells per token
     sets_block_index: bool  # transformer_options["block_index"] set by the model on every version
     heads_path: str = "num_heads"  # dotted path from the diffusion model to its attention head count
+    forward_wrapper: bool = True  # the forward runs through ComfyUI's DIFFUSION_MODEL wrappers (not SD3's MMDiT)
 
     def num_heads(self, diffusion_model: torch.nn.Module) -> int:
         obj: object = diffusion_model
@@ -153,6 +154,7 @@ SD3 = ModelAdapter(
     hooks=frozenset({HOOK_DIFFUSION_MODEL, HOOK_BLOCK_REPLACE, HOOK_ATTENTION}),
     patch_size=(1, 2, 2),
     sets_block_index=False,
+    forward_wrapper=False,
 )
 
 HUNYUAN_VIDEO = ModelAdapter(

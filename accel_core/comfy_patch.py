@@ -3,7 +3,9 @@
 - `attach(model, method)` clones the patcher, checks the family, registers the method and
   the pack's two keyed wrappers (OUTER_SAMPLE: fresh `RunContext` per sampling run, dropped
   after; APPLY_MODEL: per-call record for the report — every family's model call goes
-  through it, unlike DIFFUSION_MODEL, which 0.3.75's MMDiT (SD3) forward does not offer).
+  through it, unlike DIFFUSION_MODEL, which 0.3.75's MMDiT (SD3) forward does not offer), and
+  an innermost DIFFUSION_MODEL wrapper that marks the call's forward as run, so a call another
+  node's cache answered (EasyCache, LazyCache) counts as reused, not as computed.
 - `set_block_patches` installs `patches_replace["dit"]` entries that know their own block
   index (Wan on 0.3.75 does not set `block_index`) and chain to a patch already there; for
   blocks the model calls directly (Lumina 2), an object patch routes the call through them.
@@ -28,7 +30,7 @@ from comfy.patcher_extension import WrappersMP
 from .adapters import BlockList, ModelAdapter, adapter_for
 from .metrics import FlopCounter, tensor_bytes
 from .module_wrap import BlockCallHook, ModuleSlot, ModuleWrapper, unwrapped
-from .report import CallRecord, ReportHolder
+from .report import RAN_REUSED, CallRecord, ReportHolder
 from .run_context import BlockSite, Method, RunContext, stream_labels
 
 WRAPPER_KEY = "ditaccel"
@@ -81,6 +83,10 @@ def attach(model: ModelPatcher, method: Method | None, needs: frozenset[str] = f
     if not m.get_wrappers(WrappersMP.OUTER_SAMPLE, WRAPPER_KEY):
         m.add_wrapper_with_key(WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, _outer_sample_wrapper)
         m.add_wrapper_with_key(WrappersMP.APPLY_MODEL, WRAPPER_KEY, _model_call_wrapper)
+    # innermost of the forward's wrappers, moved there by every DiTAccel node: a cache node applied
+    # before this one (EasyCache, LazyCache) that skips the forward leaves the call unmarked
+    m.remove_wrappers_with_key(WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY)
+    m.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, _forward_ran_wrapper)
     return m, adapter
 
 
@@ -163,11 +169,22 @@ def _model_call_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
         out = executor(*args, **kwargs)
         if isinstance(out, torch.Tensor) and out.is_cuda:
             torch.cuda.synchronize(out.device)
+        if ctx.adapter.forward_wrapper and not call.forward_ran:
+            call.mark_skipped(call.flops_run, "the whole model (another node reused an output)", RAN_REUSED)
         return out
     finally:
         call.seconds = time.perf_counter() - start
         ctx.record.calls.append(call)
         ctx.current_call = None
+
+
+def _forward_ran_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
+    """DIFFUSION_MODEL wrapper: the forward of the call in progress ran (its FLOPs are real)."""
+    to = next((a for a in args if isinstance(a, dict) and RUN_KEY in a), None) or kwargs.get("transformer_options")
+    ctx = run_context(to or {})
+    if ctx is not None and ctx.current_call is not None:
+        ctx.current_call.forward_ran = True
+    return executor(*args, **kwargs)
 
 
 class BlockPatch:

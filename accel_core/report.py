@@ -42,6 +42,7 @@ class CallRecord:
     # what each attention call of this model call did, e.g. {"sparse": 10, "dense (dense step)": 2}
     attention: dict[str, int] = field(default_factory=dict)
     tokens_run: int = -1  # image tokens the blocks computed (-1: all of them)
+    forward_ran: bool = False  # the diffusion model's forward ran (set from inside ComfyUI's DIFFUSION_MODEL wrappers)
 
     def note_attention(self, what: str, flops_saved: float = 0.0) -> None:
         self.attention[what] = self.attention.get(what, 0) + 1

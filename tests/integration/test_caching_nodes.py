@@ -100,3 +100,20 @@ def test_invalid_inputs_are_refused_naming_the_input(client, baseline_prompt, no
     with pytest.raises(PromptRejected) as err:
         client.submit(prompt)
     assert name in str(err.value)
+
+
+def test_the_recorder_counts_calls_a_peer_cache_answered_as_reused(client, baseline_prompt):
+    prompt = insert_model_node(copy.deepcopy(baseline_prompt), "40", "EasyCache", reuse_threshold=0.2,
+                               start_percent=0.15, end_percent=0.95, verbose=False)
+    prompt = add_report(insert_model_node(prompt, "41", "DiTAccelRecord"))
+    text = client.run(prompt).node_output("50")["text"][0]
+    assert "reused" in text and "another node reused an output" in text
+    assert "transformer FLOPs run: 100.0 %" not in text
+    # LazyCache skips the whole prediction, outside the model call: its steps are counted as reused too
+    lazy = insert_model_node(copy.deepcopy(baseline_prompt), "40", "LazyCache", reuse_threshold=0.2,
+                             start_percent=0.15, end_percent=0.95, verbose=False)
+    text = client.run(add_report(insert_model_node(lazy, "41", "DiTAccelRecord"))).node_output("50")["text"][0]
+    assert "the whole step (another node reused an output)" in text and "28/28 steps" in text
+    assert "transformer FLOPs run: 100.0 %" not in text
+    plain = add_report(insert_model_node(copy.deepcopy(baseline_prompt), "41", "DiTAccelRecord"))
+    assert "transformer FLOPs run: 100.0 %" in client.run(plain).node_output("50")["text"][0]
