@@ -33,20 +33,27 @@ class ModuleSlot:
         return self
 
 
-class ModuleWrapper(torch.nn.Module):
-    def __init__(self, owner: str, key: str, inner: torch.nn.Module, slot: ModuleSlot) -> None:
+class SharedModule(torch.nn.Module):
+    """A stand-in for `inner` installed as an object patch: it holds the wrapped module's own
+    parameter, buffer and child dicts, not copies, so weight names and updates stay shared.
+    Attributes given as keywords are set without registering them as submodules."""
+
+    def __init__(self, inner: torch.nn.Module, **attrs: Any) -> None:
         super().__init__()
-        # the wrapped module's own dicts, not copies: parameter names and updates stay shared
         self._parameters = inner._parameters
         self._buffers = inner._buffers
         self._modules = inner._modules
         object.__setattr__(self, "inner", inner)
-        object.__setattr__(self, "owner", owner)
-        object.__setattr__(self, "key", key)
-        object.__setattr__(self, "slot", slot)
+        for name, value in attrs.items():
+            object.__setattr__(self, name, value)
 
-    def __deepcopy__(self, memo: dict) -> ModuleWrapper:
+    def __deepcopy__(self, memo: dict) -> SharedModule:
         return self
+
+
+class ModuleWrapper(SharedModule):
+    def __init__(self, owner: str, key: str, inner: torch.nn.Module, slot: ModuleSlot) -> None:
+        super().__init__(inner, owner=owner, key=key, slot=slot)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         slot = self.slot
@@ -67,7 +74,7 @@ def unwrapped(module: Any, owner: str) -> Any:
     return module
 
 
-class BlockCallHook(torch.nn.Module):
+class BlockCallHook(SharedModule):
     """A block its model calls directly, without looking up patches_replace (Lumina 2 / Z-Image on
     0.3.75): the call goes through `transformer_options["patches_replace"]["dit"][(name, index)]`
     as it does in the families whose forward looks it up, so block patches work the same way.
@@ -80,18 +87,8 @@ class BlockCallHook(torch.nn.Module):
 
     def __init__(self, inner: torch.nn.Module, replace_name: str, index: int,
                  call_args: tuple[tuple[str, str], ...]) -> None:
-        super().__init__()
-        self._parameters = inner._parameters
-        self._buffers = inner._buffers
-        self._modules = inner._modules
-        object.__setattr__(self, "inner", inner)
-        object.__setattr__(self, "replace_name", replace_name)
-        object.__setattr__(self, "index", index)
-        object.__setattr__(self, "call_args", call_args)
-        object.__setattr__(self, "signature", inspect.signature(inner.forward))
-
-    def __deepcopy__(self, memo: dict) -> BlockCallHook:
-        return self
+        super().__init__(inner, replace_name=replace_name, index=index, call_args=call_args,
+                         signature=inspect.signature(inner.forward))
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         to = kwargs.get("transformer_options") or {}

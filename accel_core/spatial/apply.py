@@ -114,6 +114,20 @@ class RASObserver:
         return args["denoised"]
 
 
+def subset_plan(plan: CallPlan, ctx: RunContext, x: torch.Tensor, per_sample: torch.Tensor, chunks: int,
+                n_keys: int | None, left_out: str) -> CallPlan:
+    """`plan` set to run each sample's tokens in `per_sample` (its cond and uncond rows alike), and the
+    call's record told so: tokens run and the FLOPs skipped (`n_keys`: image keys each query sees,
+    where that is more than the subset)."""
+    plan.with_index(rows_for_call(per_sample, chunks))
+    call = ctx.current_call
+    n, full = per_sample.shape[1], x.shape[1]
+    call.tokens_run = n
+    call.mark_skipped(call.flops_full - ctx.flops.stack(n, call.text_tokens, batch=x.shape[0], n_keys=n_keys),
+                      f"{full - n} of {full} tokens {left_out}", RAN_SUBSET)
+    return plan
+
+
 def _ras_begin_call(state: ras.RASState, ctx: RunContext, args: dict) -> CallPlan:
     to = args["transformer_options"]
     x = args["img"]
@@ -125,12 +139,7 @@ def _ras_begin_call(state: ras.RASState, ctx: RunContext, args: dict) -> CallPla
     chunks = max(len(to.get("cond_or_uncond") or ()), 1)
     if chosen is None or chosen.shape[0] * chunks != x.shape[0]:
         return plan
-    plan.with_index(rows_for_call(chosen, chunks))
-    n, full = chosen.shape[1], x.shape[1]
-    call.tokens_run = n
-    saved = call.flops_full - ctx.flops.stack(n, call.text_tokens, batch=x.shape[0], n_keys=full)
-    call.mark_skipped(saved, f"{full - n} of {full} tokens reused", RAN_SUBSET)
-    return plan
+    return subset_plan(plan, ctx, x, chosen, chunks, n_keys=x.shape[1], left_out="reused")
 
 
 def run_block(args: dict, call_block: Callable[[dict], dict], site: BlockSite, plan: CallPlan,
@@ -240,19 +249,14 @@ def _jit_begin_call(state: jit.JiTState, ctx: RunContext, args: dict) -> CallPla
         state.used_mask = None
         return plan
     mask = state.anchors(ctx.step, x.shape[0] // chunks, call.grid)
-    state.used_mask = mask
     if mask is None or (state.config.full_context and plan.key not in state.seen):
         state.used_mask = None
         state.seen.add(plan.key)
         return plan
+    state.used_mask = mask
     per_sample = mask.nonzero()[:, 1].view(mask.shape[0], -1)
-    plan.with_index(rows_for_call(per_sample, chunks))
-    n, full = per_sample.shape[1], x.shape[1]
-    call.tokens_run = n
-    keys = full if state.config.full_context else None  # full context: anchors attend to every token
-    call.mark_skipped(call.flops_full - ctx.flops.stack(n, call.text_tokens, batch=x.shape[0], n_keys=keys),
-                      f"{full - n} of {full} tokens interpolated", RAN_SUBSET)
-    return plan
+    keys = x.shape[1] if state.config.full_context else None  # full context: anchors attend to every token
+    return subset_plan(plan, ctx, x, per_sample, chunks, n_keys=keys, left_out="interpolated")
 
 
 def jit_block_hook() -> Callable[..., dict]:
