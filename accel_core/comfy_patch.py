@@ -169,7 +169,7 @@ def _model_call_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
         out = executor(*args, **kwargs)
         if isinstance(out, torch.Tensor) and out.is_cuda:
             torch.cuda.synchronize(out.device)
-        if ctx.adapter.forward_wrapper and not call.forward_ran:
+        if ctx.adapter.forward_wrapper and not call.forward_ran and not call.skipped:
             call.mark_skipped(call.flops_run, "the whole model (another node reused an output)", RAN_REUSED)
         return out
     finally:
@@ -178,13 +178,43 @@ def _model_call_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
         ctx.current_call = None
 
 
+def forward_options(args: tuple, kwargs: dict) -> dict:
+    """The transformer_options of a DIFFUSION_MODEL call (families pass them by position or by name)."""
+    found = next((a for a in args if isinstance(a, dict) and RUN_KEY in a), None)
+    return found or kwargs.get("transformer_options") or {}
+
+
 def _forward_ran_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
     """DIFFUSION_MODEL wrapper: the forward of the call in progress ran (its FLOPs are real)."""
-    to = next((a for a in args if isinstance(a, dict) and RUN_KEY in a), None) or kwargs.get("transformer_options")
-    ctx = run_context(to or {})
+    ctx = run_context(forward_options(args, kwargs))
     if ctx is not None and ctx.current_call is not None:
         ctx.current_call.forward_ran = True
     return executor(*args, **kwargs)
+
+
+ForwardFn = Callable[..., Any]  # a DIFFUSION_MODEL wrapper: fn(executor, *args, **kwargs)
+
+
+def set_forward_wrapper(model: ModelPatcher, owner: str, fn: ForwardFn | None) -> None:
+    """Install `owner`'s DIFFUSION_MODEL wrapper (None: remove it), replacing one applied before.
+
+    It goes inside the pack's forward-ran marker, so a call it answers itself is not taken for one
+    another node's cache answered; the method marks such calls in the report.
+    """
+    model.remove_wrappers_with_key(WrappersMP.DIFFUSION_MODEL, owner)
+    if fn is not None:
+        model.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, owner, fn)
+
+
+def clear_block_patches(model: ModelPatcher, adapter: ModelAdapter, owner: str) -> None:
+    """Remove `owner`'s links from every block's patch chain (a method re-applied in another form)."""
+    to = transformer_options(model)
+    table = to.get("patches_replace", {}).get("dit")
+    if not table:
+        return
+    kept = {where: _without_owner(patch, owner) for where, patch in table.items()}
+    # copy on write, as ComfyUI's own setters do: the dicts may be shared with the source model
+    to["patches_replace"] = {**to["patches_replace"], "dit": {w: p for w, p in kept.items() if p is not None}}
 
 
 class BlockPatch:

@@ -78,9 +78,12 @@ class DiTAccelTaylorSeer(CachingNode):
                 io.Int.Input("order", default=TS.order, min=0, max=4, optional=True,
                              tooltip="custom: Taylor order of the forecast (0 reuses the last full step)."),
                 *window_inputs(TS.warmup_steps),
-                io.Combo.Input("granularity", options=list(GRANULARITIES), default="blocks", optional=True,
-                               tooltip="blocks: forecast the block stack's output (memory: order + 1 "
-                                       "hidden states per cond/uncond). modules: forecast every attention "
+                io.Combo.Input("granularity", options=list(GRANULARITIES), default="auto", optional=True,
+                               tooltip="auto: output at order 0, blocks above. output: forecast the model's "
+                                       "output, so a forecast step runs nothing of the model (order + 1 "
+                                       "latents per cond/uncond; orders >= 1 extrapolate badly; SD3 uses "
+                                       "blocks). blocks: forecast the block stack's output, the head still "
+                                       "runs (order + 1 hidden states). modules: forecast every attention "
                                        "and MLP output, as the paper (Wan only; 3 x blocks x (order + 1) "
                                        "hidden states). Applies to every preset."),
             ],

@@ -5,8 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..adapters import HOOK_BLOCK_REPLACE, HOOK_DIFFUSION_MODEL, UnsupportedModelError
-from ..comfy_patch import attach, set_block_patches, set_module_wrappers
+from ..adapters import HOOK_BLOCK_REPLACE, HOOK_DIFFUSION_MODEL, UnsupportedModelError, adapter_for
+from ..comfy_patch import (
+    attach,
+    clear_block_patches,
+    forward_options,
+    run_context,
+    set_block_patches,
+    set_forward_wrapper,
+    set_module_wrappers,
+)
 from ..module_wrap import ModuleSlot
 from ..run_context import ConfiguredMethod, RunContext
 from . import first_block, taylorseer
@@ -22,10 +30,20 @@ def _apply(model: Any, method: ConfiguredMethod, hook: Callable, node: str) -> A
 
 def apply_taylorseer(model: Any, config: taylorseer.TaylorSeerConfig) -> Any:
     node = "DiTAccelTaylorSeer"
+    adapter = adapter_for(model.get_model_object("diffusion_model"), frozenset({HOOK_DIFFUSION_MODEL}), node)
+    config = config.resolved(adapter.forward_wrapper, adapter.display_name)
     method = ConfiguredMethod(taylorseer.KEY, config, taylorseer.new_state)
+    if config.granularity == taylorseer.OUTPUT:
+        m, _ = attach(model, method, frozenset({HOOK_DIFFUSION_MODEL}), name=node)
+        clear_block_patches(m, adapter, taylorseer.KEY)  # a TaylorSeer applied before in another granularity
+        set_forward_wrapper(m, taylorseer.KEY, _taylorseer_output)
+        return m
     if config.granularity == "blocks":
-        return _apply(model, method, taylorseer.block_hook(config), node)
+        m = _apply(model, method, taylorseer.block_hook(config), node)
+        set_forward_wrapper(m, taylorseer.KEY, None)
+        return m
     m, adapter = attach(model, method, NEEDS, name=node)
+    set_forward_wrapper(m, taylorseer.KEY, None)
     if not all(spec.output_modules for spec in adapter.block_lists):
         raise UnsupportedModelError(
             f"{node}: granularity 'modules' needs blocks that call attention and MLP as submodules (Wan 2.x); "
@@ -34,6 +52,15 @@ def apply_taylorseer(model: Any, config: taylorseer.TaylorSeerConfig) -> Any:
     keys = tuple(set_module_wrappers(m, adapter, taylorseer.KEY, slot))
     set_block_patches(m, adapter, taylorseer.KEY, taylorseer.block_hook(config, slot, keys))
     return m
+
+
+def _taylorseer_output(executor: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    to = forward_options(args, kwargs)
+    ctx = run_context(to)
+    if ctx is None or taylorseer.KEY not in ctx.states:
+        return executor(*args, **kwargs)
+    return taylorseer.output_call(ctx.state(taylorseer.KEY), ctx, list(to.get("uuids") or [None]),
+                                  float(to["sigmas"][0]), lambda: executor(*args, **kwargs))
 
 
 def _fbcache_state(config: first_block.FirstBlockCacheConfig, run: RunContext) -> first_block.FirstBlockCacheState:

@@ -71,6 +71,19 @@ def test_caching_nodes_engage_on_sd3(sd3, baseline):
         assert torch.isfinite(out).all() and not torch.equal(out, baseline)
 
 
+@pytest.mark.parametrize("granularity", ["auto", "output"])
+def test_taylorseer_output_granularity_runs_as_blocks_on_sd3_and_says_so(sd3, baseline, granularity):
+    """0.3.75's MMDiT forward offers no DIFFUSION_MODEL wrapper: the stack's output is forecast instead."""
+    from comfyui_ditaccel.accel_core.caching.apply import apply_taylorseer
+    from comfyui_ditaccel.accel_core.caching.taylorseer import TaylorSeerConfig
+
+    m = apply_taylorseer(sd3, TaylorSeerConfig(interval=2, order=0, warmup_steps=1, granularity=granularity))
+    sd3_sample(m, steps=6)
+    record = report_holder(m).latest
+    assert any(s.ran == "forecast" for s in record.steps())
+    assert "blocks" in record.methods[0] and "offers no forward wrapper" in record.methods[0]
+
+
 def test_taylorseer_interval_one_is_the_baseline_on_sd3(sd3, baseline):
     from comfyui_ditaccel.accel_core.caching.apply import apply_taylorseer
     from comfyui_ditaccel.accel_core.caching.taylorseer import TaylorSeerConfig

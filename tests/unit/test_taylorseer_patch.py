@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from comfy.patcher_extension import WrappersMP
 from comfy_fixtures import WAN_FILE, load_model, sample
 from comfyui_ditaccel.accel_core.adapters import WAN21
 from comfyui_ditaccel.accel_core.caching.apply import apply_cg_taylor, apply_first_block_cache, apply_taylorseer
@@ -17,9 +18,10 @@ def wan():
     return load_model(WAN_FILE)
 
 
-def test_interval_one_is_bit_identical_to_the_baseline(wan):
+@pytest.mark.parametrize("granularity", ["output", "blocks"])
+def test_interval_one_is_bit_identical_to_the_baseline(wan, granularity):
     base = sample(wan, steps=6)
-    m = apply_taylorseer(wan, TaylorSeerConfig(interval=1, warmup_steps=0))
+    m = apply_taylorseer(wan, TaylorSeerConfig(interval=1, warmup_steps=0, granularity=granularity))
     assert torch.equal(sample(m, steps=6), base)
     assert all(s.ran == "full" for s in report_holder(m).latest.steps())
 
@@ -111,16 +113,56 @@ def test_modules_granularity_forecasts_every_module_and_skips_their_work(wan):
     assert err < 0.5 and torch.isfinite(blocks).all()
 
 
-@pytest.mark.parametrize("granularity, copies", [("blocks", lambda layers: 1), ("modules", lambda layers: 3 * layers)])
+@pytest.mark.parametrize("granularity", ["output", "blocks", "modules"])
 @pytest.mark.parametrize("order", [1, 2])
-def test_state_holds_order_plus_one_hidden_states_per_stream(wan, granularity, copies, order):
+def test_state_holds_order_plus_one_tensors_per_stream(wan, granularity, order):
     m = apply_taylorseer(wan, TaylorSeerConfig(interval=2, order=order, warmup_steps=0, granularity=granularity))
     sample(m, steps=8, cfg=2.0, size=(64, 64))  # 4 x 4 image tokens, cond + uncond streams
     record = report_holder(m).latest
     dim = wan.get_model_object("diffusion_model").dim
     layers = WAN21.block_count(wan.get_model_object("diffusion_model"))
     hidden = 16 * dim * 4  # one stream's (1, 16, dim) fp32 hidden state
-    assert record.state_bytes == 2 * (order + 1) * copies(layers) * hidden
+    per_copy = {"output": 16 * 1 * 8 * 8 * 4,  # one stream's (1, 16, 1, 8, 8) fp32 latent-sized output
+                "blocks": hidden, "modules": 3 * layers * hidden}[granularity]
+    assert record.state_bytes == 2 * (order + 1) * per_copy
+
+
+@pytest.mark.parametrize("granularity", ["output", "blocks"])
+def test_forecast_steps_match_the_forecast_of_the_stored_values(wan, granularity):
+    """Order 0 reuses the last full step's value: of the model's output (`output`), or of the stack's."""
+    outputs = []
+
+    def keep(executor, *args, **kwargs):
+        outputs.append(executor(*args, **kwargs))
+        return outputs[-1]
+
+    # a wrapper installed first is the outermost: it sees every call's output, forecast or run
+    probe = wan.clone()
+    probe.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, "test.keep", keep)
+    m = apply_taylorseer(probe, TaylorSeerConfig(interval=3, order=0, warmup_steps=1, granularity=granularity))
+    sample(m, steps=7, cfg=1.0)
+    ran = [s.ran for s in report_holder(m).latest.steps()]
+    assert ran == ["full", "forecast", "forecast", "full", "forecast", "forecast", "full"]
+    assert len(outputs) == 7  # CFG 1: one call per step
+    if granularity == "output":
+        assert torch.equal(outputs[1], outputs[0]) and torch.equal(outputs[2], outputs[0])
+        assert torch.equal(outputs[4], outputs[3]) and torch.equal(outputs[5], outputs[3])
+    else:  # the head runs with each step's own modulation
+        assert not torch.equal(outputs[1], outputs[0])
+
+
+def test_granularity_can_change_on_a_model_already_patched(wan):
+    """A second TaylorSeer node replaces the first, whatever granularity each uses: one forecast, not two."""
+    blocks_then_output = apply_taylorseer(apply_taylorseer(wan, TaylorSeerConfig(interval=3, granularity="blocks")),
+                                          TaylorSeerConfig(interval=2, order=0, warmup_steps=1))
+    output_then_blocks = apply_taylorseer(apply_taylorseer(wan, TaylorSeerConfig(interval=2)),
+                                          TaylorSeerConfig(interval=3, order=0, warmup_steps=1, granularity="blocks"))
+    assert torch.equal(sample(blocks_then_output, steps=7),
+                       sample(apply_taylorseer(wan, TaylorSeerConfig(interval=2, order=0, warmup_steps=1)), steps=7))
+    assert torch.equal(sample(output_then_blocks, steps=7),
+                       sample(apply_taylorseer(wan, TaylorSeerConfig(interval=3, order=0, warmup_steps=1,
+                                                                     granularity="blocks")), steps=7))
+    assert not blocks_then_output.model_options["transformer_options"].get("patches_replace", {}).get("dit")
 
 
 def test_preset_scales_its_interval_with_the_step_count():
@@ -134,7 +176,8 @@ def test_preset_scales_its_interval_with_the_step_count():
 
 @pytest.mark.parametrize("sampler", ["heun", "dpmpp_2s_ancestral"])
 @pytest.mark.parametrize("apply, config", [
-    (apply_taylorseer, TaylorSeerConfig(interval=3, order=2, warmup_steps=2)),
+    (apply_taylorseer, TaylorSeerConfig(interval=3, order=0, warmup_steps=2)),
+    (apply_taylorseer, TaylorSeerConfig(interval=3, order=2, warmup_steps=2, granularity="blocks")),
     (apply_cg_taylor, CGTaylorConfig(threshold=2.0, max_skips=2, warmup_steps=2)),
     (apply_first_block_cache, FirstBlockCacheConfig(threshold=2.0, max_skips=2, warmup_steps=2)),
 ])
