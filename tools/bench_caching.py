@@ -60,28 +60,46 @@ class Config:
     steps: int | None = None  # sampler steps, where they differ from the baseline's
 
 
-def configs(sweep: bool) -> list[Config]:
+def configs(sweep: bool, steps: int = 28) -> list[Config]:
+    """The presets (and peers), or with `sweep` the custom grid; custom step counts are given for 28
+    steps and scaled to `steps`, as the presets are."""
+
+    def scale(n: int) -> int:
+        return max(1, round(n * steps / 28))
+
     out = [Config("baseline", "baseline")]
     if sweep:
-        for interval in (2, 3, 4, 5, 6):
-            for order in (0, 1, 2):
-                out.append(Config(f"TaylorSeer i{interval} o{order}", "ours", "DiTAccelTaylorSeer",
-                                  {"preset": "custom", "interval": interval, "order": order, "warmup_steps": 2}))
-        for interval in (3, 4, 5):
+        for warmup in (2, 3, 4, 6):
+            for interval in (2, 3, 4, 5, 6, 8, 12):
+                out.append(Config(f"TaylorSeer i{interval} w{warmup} o0", "ours", "DiTAccelTaylorSeer",
+                                  {"preset": "custom", "interval": scale(interval), "order": 0,
+                                   "warmup_steps": scale(warmup)}))
+        for interval in (3, 5):
             for order in (1, 2):
-                out.append(Config(f"TaylorSeer i{interval} o{order} modules", "ours", "DiTAccelTaylorSeer",
-                                  {"preset": "custom", "interval": interval, "order": order, "warmup_steps": 2,
-                                   "granularity": "modules"}))
+                for granularity in ("blocks", "modules"):
+                    out.append(Config(f"TaylorSeer i{interval} o{order} {granularity}", "ours", "DiTAccelTaylorSeer",
+                                      {"preset": "custom", "interval": scale(interval), "order": order,
+                                       "warmup_steps": scale(2), "granularity": granularity}))
+        for warmup in (2, 4):
+            for max_skips in (5, 8, 12):
+                for thr in (0.3, 0.6, 2.0):
+                    for order in (0, 1):
+                        out.append(Config(f"CGTaylor t{thr:g} s{max_skips} w{warmup} o{order}", "ours",
+                                          "DiTAccelCGTaylor",
+                                          {"preset": "custom", "threshold": thr, "max_skips": scale(max_skips),
+                                           "order": order, "warmup_steps": scale(warmup)}))
         for thr in (0.05, 0.1, 0.2, 0.3, 0.5):
-            out.append(Config(f"CGTaylor t{thr:g}", "ours", "DiTAccelCGTaylor",
-                              {"preset": "custom", "threshold": thr, "max_skips": 6, "warmup_steps": 2}))
             out.append(Config(f"FBCache t{thr:g}", "ours", "DiTAccelFirstBlockCache",
-                              {"preset": "custom", "threshold": thr, "max_skips": 6, "warmup_steps": 2}))
+                              {"preset": "custom", "threshold": thr, "max_skips": scale(6), "warmup_steps": scale(2)}))
         return out
     for preset in ("quality", "balanced", "fast"):
         out.append(Config(f"TaylorSeer {preset}", "ours", "DiTAccelTaylorSeer", {"preset": preset}))
-    out.append(Config("TaylorSeer balanced, modules", "ours", "DiTAccelTaylorSeer",
-                      {"preset": "balanced", "granularity": "modules"}))
+    for granularity in ("blocks", "modules"):
+        out.append(Config(f"TaylorSeer balanced, {granularity}", "ours", "DiTAccelTaylorSeer",
+                          {"preset": "balanced", "granularity": granularity}))
+    # a point between quality and balanced, for the frontier against the peers (custom, scaled like a preset)
+    out.append(Config("TaylorSeer custom i3 w3", "ours", "DiTAccelTaylorSeer",
+                      {"preset": "custom", "interval": scale(3), "order": 0, "warmup_steps": scale(3)}))
     for preset in ("quality", "balanced", "fast"):
         out.append(Config(f"CGTaylor {preset}", "ours", "DiTAccelCGTaylor", {"preset": preset}))
     for preset in ("quality", "balanced", "fast"):
@@ -337,7 +355,7 @@ def main() -> int:
     start = time.time()
     with dit_runtime.running_server(cache_none=False, started=lambda p: setattr(memory, "pid", p.pid)) as url:
         client = ComfyClient(url)
-        rows = benchmark(client, memory, configs(args.sweep), args.steps, args.cases, args.reps, args.split,
+        rows = benchmark(client, memory, configs(args.sweep, args.steps), args.steps, args.cases, args.reps, args.split,
                          controls=not args.no_controls, images=args.out / "images")
     text = table(rows, args.steps)
     notes = checks(rows)
