@@ -27,10 +27,10 @@ PRESET_NAMES = ("quality", "balanced", "fast", "custom")
 TAYLORSEER = {
     "quality": TaylorSeerConfig(interval=2, order=0, warmup_steps=2, reference_steps=28),
     "balanced": TaylorSeerConfig(interval=5, order=0, warmup_steps=4, reference_steps=28),
-    "fast": TaylorSeerConfig(interval=12, order=0, warmup_steps=4, reference_steps=28),
+    "fast": TaylorSeerConfig(interval=8, order=0, warmup_steps=4, reference_steps=28),
 }
 CG_TAYLOR = {
-    "quality": CGTaylorConfig(threshold=0.3, max_skips=5, order=1, warmup_steps=4, reference_steps=28),
+    "quality": CGTaylorConfig(threshold=0.1, max_skips=6, order=1, warmup_steps=2, reference_steps=28),
     "balanced": CGTaylorConfig(threshold=0.6, max_skips=8, order=0, warmup_steps=2, reference_steps=28),
     "fast": CGTaylorConfig(threshold=2.0, max_skips=12, order=0, warmup_steps=2, reference_steps=28),
 }
