@@ -37,6 +37,11 @@ WRAPPER_KEY = "ditaccel"
 RUN_KEY = "ditaccel_run"
 REPORT_KEY = "ditaccel_report"
 METHODS_KEY = "ditaccel_methods"
+ATTENTION_OWNERS_KEY = "ditaccel_attention_owners"  # methods whose attention override must run
+
+
+class AttentionOverrideLost(RuntimeError):
+    """A node applied after the pack's attention methods replaced ComfyUI's attention override."""
 
 BlockFn = Callable[[dict, Callable[[dict], dict], BlockSite, "RunContext | None"], dict]
 AttentionFn = Callable[..., torch.Tensor]
@@ -171,11 +176,26 @@ def _model_call_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
             torch.cuda.synchronize(out.device)
         if ctx.adapter.forward_wrapper and not call.forward_ran and not call.skipped:
             call.mark_skipped(call.flops_run, "the whole model (another node reused an output)", RAN_REUSED)
+        _check_override_ran(to, ctx, call)
         return out
     finally:
         call.seconds = time.perf_counter() - start
         ctx.record.calls.append(call)
         ctx.current_call = None
+
+
+def _check_override_ran(to: dict, ctx: RunContext, call: CallRecord) -> None:
+    """A model call that ran blocks must have gone through the pack's attention override when a
+    method installed one: newer ComfyUI's ModelAttentionBackend (and other nodes) replace the
+    override without chaining, which would turn the method off without a word."""
+    owners = to.get(ATTENTION_OWNERS_KEY)
+    ran_blocks = call.flops_run > 0 and (call.forward_ran or not ctx.adapter.forward_wrapper)
+    if owners and ran_blocks and not call.override_ran:
+        names = ", ".join(o.removeprefix("ditaccel.") for o in owners)
+        raise AttentionOverrideLost(
+            f"DiTAccel: the attention work of {names} did not run: a node applied after it replaced ComfyUI's "
+            f"attention override (e.g. ModelAttentionBackend or another attention patch). Remove that node "
+            f"from this model's chain, or remove the DiTAccel attention node.")
 
 
 def forward_options(args: tuple, kwargs: dict) -> dict:
@@ -337,6 +357,8 @@ class AttentionOverride:
         call_next.with_base = with_base  # type: ignore[attr-defined]
         call_next.base = func  # type: ignore[attr-defined]
         ctx = run_context(kwargs.get("transformer_options") or {})
+        if ctx is not None and ctx.current_call is not None:
+            ctx.current_call.override_ran = True
         return self.fn(call_next, ctx, *args, **kwargs)
 
 
@@ -344,6 +366,7 @@ def set_attention_override(model: ModelPatcher, owner: str, fn: AttentionFn) -> 
     to = transformer_options(model)
     previous = _without_owner(to.get("optimized_attention_override"), owner)
     to["optimized_attention_override"] = AttentionOverride(owner, fn, previous)
+    to[ATTENTION_OWNERS_KEY] = tuple(sorted({*to.get(ATTENTION_OWNERS_KEY, ()), owner}))
 
 
 def set_module_wrappers(model: ModelPatcher, adapter: ModelAdapter, owner: str, slot: ModuleSlot) -> list[str]:

@@ -43,6 +43,7 @@ class CallRecord:
     attention: dict[str, int] = field(default_factory=dict)
     tokens_run: int = -1  # image tokens the blocks computed (-1: all of them)
     forward_ran: bool = False  # the diffusion model's forward ran (set from inside ComfyUI's DIFFUSION_MODEL wrappers)
+    override_ran: bool = False  # the pack's attention override was called during this model call
 
     def note_attention(self, what: str, flops_saved: float = 0.0) -> None:
         self.attention[what] = self.attention.get(what, 0) + 1

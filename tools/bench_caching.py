@@ -102,6 +102,9 @@ def configs(sweep: bool, steps: int = 28) -> list[Config]:
                       {"preset": "custom", "interval": scale(3), "order": 0, "warmup_steps": scale(3)}))
     for preset in ("quality", "balanced", "fast"):
         out.append(Config(f"CGTaylor {preset}", "ours", "DiTAccelCGTaylor", {"preset": preset}))
+    # CG-Taylor's ceiling: every step gated but the first and the last (block 1 and the embeddings still run)
+    out.append(Config("CGTaylor ceiling (all gated)", "ours", "DiTAccelCGTaylor",
+                      {"preset": "custom", "threshold": 2.0, "max_skips": 50, "order": 0, "warmup_steps": 1}))
     for preset in ("quality", "balanced", "fast"):
         out.append(Config(f"FirstBlockCache {preset}", "ours", "DiTAccelFirstBlockCache", {"preset": preset}))
     for peer in ("EasyCache", "LazyCache"):
@@ -348,6 +351,8 @@ def main() -> int:
     parser.add_argument("--split", choices=list(SPLITS), default="measure")
     parser.add_argument("--sweep", action="store_true", help="the custom grid the presets were picked from")
     parser.add_argument("--no-controls", action="store_true")
+    parser.add_argument("--only", default="", help="a regular expression: run only the matching configurations "
+                                                   "(and the baseline)")
     parser.add_argument("--out", type=Path, default=dit_runtime.REPO / "out" / "bench_caching")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -355,13 +360,16 @@ def main() -> int:
     start = time.time()
     with dit_runtime.running_server(cache_none=False, started=lambda p: setattr(memory, "pid", p.pid)) as url:
         client = ComfyClient(url)
-        rows = benchmark(client, memory, configs(args.sweep, args.steps), args.steps, args.cases, args.reps, args.split,
+        picked = [c for c in configs(args.sweep, args.steps)
+                  if c.group == "baseline" or re.search(args.only, c.name)]
+        rows = benchmark(client, memory, picked, args.steps, args.cases, args.reps, args.split,
                          controls=not args.no_controls, images=args.out / "images")
     text = table(rows, args.steps)
     notes = checks(rows)
     print(text)
     print("\n".join(notes))
     tag = f"{'sweep' if args.sweep else 'presets'}_{args.split}_{args.steps}"
+    tag += f"_{slug(args.only)}" if args.only else ""
     (args.out / f"table_{tag}.md").write_text(text + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
     (args.out / f"results_{tag}.json").write_text(json.dumps([asdict(r) for r in rows], indent=1))
     plot(rows, args.out / f"speed_vs_psnr_{tag}.png", args.steps)

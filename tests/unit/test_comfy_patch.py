@@ -160,6 +160,29 @@ def test_attention_override_chains_to_the_previous_one(wan, baseline, blocks):
     assert calls["ours"] == calls["previous"] == blocks * 2 * 4
 
 
+def test_an_override_replaced_by_a_later_node_fails_the_prompt_instead_of_going_quiet(wan, baseline):
+    """Newer ComfyUI's ModelAttentionBackend sets the override without chaining to the one there."""
+
+    def ours(call_next, ctx, q, k, v, heads, **kwargs):
+        return call_next(q, k, v, heads, **kwargs)
+
+    m, _ = attach(wan, ProbeMethod())
+    set_attention_override(m, "test.attn", ours)
+    replaced = m.clone()
+    replaced.model_options["transformer_options"]["optimized_attention_override"] = (
+        lambda func, *args, **kwargs: func(*args, **kwargs))
+    with pytest.raises(comfy_patch.AttentionOverrideLost, match=r"attention work of test\.attn did not run"):
+        sample(replaced)
+    assert report_holder(replaced).latest.status.startswith("stopped")
+    # an override that calls the one it found keeps ours running: no error, the same image
+    chained = m.clone()
+    found = chained.model_options["transformer_options"]["optimized_attention_override"]
+    chained.model_options["transformer_options"]["optimized_attention_override"] = (
+        lambda func, *args, **kwargs: found(func, *args, **kwargs))
+    assert torch.equal(sample(chained), baseline)
+    assert torch.equal(sample(m), baseline)  # the failed prompt left nothing behind
+
+
 def test_heun_counts_sampler_steps_not_model_calls(wan):
     m, _ = attach(wan, None)
     sample(m, steps=4, sampler="heun")
