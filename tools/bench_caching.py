@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import re
 import statistics
 import sys
@@ -64,21 +65,24 @@ def configs(sweep: bool, steps: int = 28) -> list[Config]:
     """The presets (and peers), or with `sweep` the custom grid; custom step counts are given for 28
     steps and scaled to `steps`, as the presets are."""
 
-    def scale(n: int) -> int:
+    def scale(n: int) -> int:  # a warm-up, as the presets scale it
         return max(1, round(n * steps / 28))
+
+    def gap(n: int) -> int:  # an interval or skip limit, as the presets scale it
+        return max(1, round(n * math.sqrt(steps / 28)))
 
     out = [Config("baseline", "baseline")]
     if sweep:
         for warmup in (2, 3, 4, 6):
             for interval in (2, 3, 4, 5, 6, 8, 12):
                 out.append(Config(f"TaylorSeer i{interval} w{warmup} o0", "ours", "DiTAccelTaylorSeer",
-                                  {"preset": "custom", "interval": scale(interval), "order": 0,
+                                  {"preset": "custom", "interval": gap(interval), "order": 0,
                                    "warmup_steps": scale(warmup)}))
         for interval in (3, 5):
             for order in (1, 2):
                 for granularity in ("blocks", "modules"):
                     out.append(Config(f"TaylorSeer i{interval} o{order} {granularity}", "ours", "DiTAccelTaylorSeer",
-                                      {"preset": "custom", "interval": scale(interval), "order": order,
+                                      {"preset": "custom", "interval": gap(interval), "order": order,
                                        "warmup_steps": scale(2), "granularity": granularity}))
         for warmup in (2, 4):
             for max_skips in (5, 8, 12):
@@ -86,11 +90,11 @@ def configs(sweep: bool, steps: int = 28) -> list[Config]:
                     for order in (0, 1):
                         out.append(Config(f"CGTaylor t{thr:g} s{max_skips} w{warmup} o{order}", "ours",
                                           "DiTAccelCGTaylor",
-                                          {"preset": "custom", "threshold": thr, "max_skips": scale(max_skips),
+                                          {"preset": "custom", "threshold": thr, "max_skips": gap(max_skips),
                                            "order": order, "warmup_steps": scale(warmup)}))
         for thr in (0.05, 0.1, 0.2, 0.3, 0.5):
             out.append(Config(f"FBCache t{thr:g}", "ours", "DiTAccelFirstBlockCache",
-                              {"preset": "custom", "threshold": thr, "max_skips": scale(6), "warmup_steps": scale(2)}))
+                              {"preset": "custom", "threshold": thr, "max_skips": gap(6), "warmup_steps": scale(2)}))
         return out
     for preset in ("quality", "balanced", "fast"):
         out.append(Config(f"TaylorSeer {preset}", "ours", "DiTAccelTaylorSeer", {"preset": preset}))
@@ -99,7 +103,7 @@ def configs(sweep: bool, steps: int = 28) -> list[Config]:
                           {"preset": "balanced", "granularity": granularity}))
     # a point between quality and balanced, for the frontier against the peers (custom, scaled like a preset)
     out.append(Config("TaylorSeer custom i3 w3", "ours", "DiTAccelTaylorSeer",
-                      {"preset": "custom", "interval": scale(3), "order": 0, "warmup_steps": scale(3)}))
+                      {"preset": "custom", "interval": gap(3), "order": 0, "warmup_steps": scale(3)}))
     for preset in ("quality", "balanced", "fast"):
         out.append(Config(f"CGTaylor {preset}", "ours", "DiTAccelCGTaylor", {"preset": preset}))
     # CG-Taylor's ceiling: every step gated but the first and the last (block 1 and the embeddings still run)

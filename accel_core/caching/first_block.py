@@ -23,7 +23,7 @@ import torch
 from ..report import RAN_GATED
 from ..run_context import BlockSite, RunContext, complete, join, only, split
 from .forecast import TaylorForecaster
-from .schedule import StepWindow, scaled
+from .schedule import StepWindow, scaled, scaled_gap
 
 FBCACHE_KEY = "ditaccel.first_block_cache"
 CGTAYLOR_KEY = "ditaccel.cg_taylor"
@@ -70,7 +70,7 @@ class GateConfig:
 
     def at_steps(self, total_steps: int) -> Self:
         """The config a run of `total_steps` uses (presets scale max_skips and warm-up with the steps)."""
-        return replace(self, max_skips=scaled(self.max_skips, total_steps, self.reference_steps),
+        return replace(self, max_skips=scaled_gap(self.max_skips, total_steps, self.reference_steps),
                        warmup_steps=scaled(self.warmup_steps, total_steps, self.reference_steps),
                        reference_steps=0)
 

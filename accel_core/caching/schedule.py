@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -58,11 +59,21 @@ class IntervalSchedule:
 
 
 def scaled(value: int, total_steps: int, reference_steps: int, minimum: int = 0) -> int:
-    """A step count given for `reference_steps` steps, for a run of `total_steps` (0: not scaled).
-
-    The presets are set at 28 steps; at 50 steps consecutive features are closer, so the same
-    share of the run can be skipped with longer intervals.
-    """
+    """A warm-up given for `reference_steps` steps, for a run of `total_steps` (0: not scaled):
+    the same share of the run, where the layout is set."""
     if reference_steps <= 0:
         return value
     return max(minimum, round(value * total_steps / reference_steps))
+
+
+def scaled_gap(value: int, total_steps: int, reference_steps: int, minimum: int = 0) -> int:
+    """An interval or skip limit given for `reference_steps` steps, for a run of `total_steps`.
+
+    It grows with the square root of the step ratio, not in proportion: at 50 steps consecutive
+    features are closer, but the same number of full steps as at 28 lost 8 dB against the 50-step
+    image (TaylorSeer balanced, held-out captions: 36.7 dB at 28 steps, 28.9 dB at 50 with the
+    interval scaled 50/28), so part of the extra steps go to more full evaluations.
+    """
+    if reference_steps <= 0:
+        return value
+    return max(minimum, round(value * math.sqrt(total_steps / reference_steps)))

@@ -32,7 +32,7 @@ from ..module_wrap import ModuleSlot
 from ..report import RAN_FORECAST
 from ..run_context import BlockSite, RunContext, complete, join, only, split
 from .forecast import TaylorForecaster
-from .schedule import IntervalSchedule, StepWindow, scaled
+from .schedule import IntervalSchedule, StepWindow, scaled, scaled_gap
 
 KEY = "ditaccel.taylorseer"
 GRANULARITIES = ("auto", "output", "blocks", "modules")
@@ -65,7 +65,7 @@ class TaylorSeerConfig:
 
     def at_steps(self, total_steps: int) -> TaylorSeerConfig:
         """The config a run of `total_steps` uses (presets scale interval and warm-up with the steps)."""
-        return replace(self, interval=scaled(self.interval, total_steps, self.reference_steps, 1),
+        return replace(self, interval=scaled_gap(self.interval, total_steps, self.reference_steps, 1),
                        warmup_steps=scaled(self.warmup_steps, total_steps, self.reference_steps),
                        reference_steps=0)
 

@@ -166,12 +166,13 @@ def test_granularity_can_change_on_a_model_already_patched(wan):
 
 
 def test_preset_scales_its_interval_with_the_step_count():
-    preset = TaylorSeerConfig(interval=3, warmup_steps=3, reference_steps=28)
-    assert preset.at_steps(28).interval == 3 and preset.at_steps(28).warmup_steps == 3
-    assert preset.at_steps(50).interval == 5 and preset.at_steps(50).warmup_steps == 5
+    preset = TaylorSeerConfig(interval=5, warmup_steps=4, reference_steps=28)
+    assert preset.at_steps(28).interval == 5 and preset.at_steps(28).warmup_steps == 4
+    # warm-up in proportion (the same share of the run); the interval with the square root of the ratio
+    assert preset.at_steps(50).interval == 7 and preset.at_steps(50).warmup_steps == 7
     assert TaylorSeerConfig(interval=3).at_steps(50).interval == 3  # custom values are used as given
-    gate = CGTaylorConfig(max_skips=3, warmup_steps=2, reference_steps=28).at_steps(56)
-    assert (gate.max_skips, gate.warmup_steps) == (6, 4)
+    gate = CGTaylorConfig(max_skips=3, warmup_steps=2, reference_steps=28).at_steps(112)
+    assert (gate.max_skips, gate.warmup_steps) == (6, 8)
 
 
 @pytest.mark.parametrize("sampler", ["heun", "dpmpp_2s_ancestral"])
