@@ -1,6 +1,6 @@
 """Quality sweep of the caching methods' settings, in process (no server, no timing).
 
-    .venv/bin/python tools/sweep_caching.py [--steps 28] [--cases 8] [--split tune] [--grid taylorseer]
+    .venv/bin/python tools/sweep_caching.py [--steps 28] [--cases 8] [--split tune] [--grid taylorseer] [--only RE]
 
 The embedded model's baseline graph run through ComfyUI's own nodes in this process (loaders,
 CLIPTextEncode, ModelSamplingSD3 shift 3, KSampler euler CFG 5 at 256 px, VAEDecode): for each
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import statistics
 import sys
 from collections.abc import Callable
@@ -102,6 +103,7 @@ def main() -> int:
     parser.add_argument("--cases", type=int, default=8)
     parser.add_argument("--split", choices=list(bench_caching.SPLITS), default="tune")
     parser.add_argument("--grid", default="taylorseer")
+    parser.add_argument("--only", default="", help="a regular expression: the settings of the grid to run")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     from comfyui_ditaccel.accel_core.comfy_patch import report_holder
@@ -113,6 +115,8 @@ def main() -> int:
     print(f"| {args.steps} steps, {args.split} split, {len(cases)} cases | PSNR dB | lowest | FLOPs run |")
     print("|---|---:|---:|---:|")
     for name, make in grid(args.grid, args.steps).items():
+        if not re.search(args.only, name):
+            continue
         model = make(g.model)
         scores, shares = [], []
         for (positive, seed), reference in zip(cases, base, strict=True):

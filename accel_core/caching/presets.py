@@ -1,10 +1,10 @@
 """Named settings of the caching methods: `quality`, `balanced`, `fast`, and `custom` (raw inputs).
 
-Picked from `tools/bench_caching.py --sweep --split tune` (the "tune" captions and seeds; the
-README's table is measured on others) on the embedded model at 28 and 50 euler steps. The values
-are given for 28 steps and scale with the run's step count (`reference_steps`): at 50 steps the
-interval, warm-up and skip limits are 50/28 as long, which keeps the number of full steps about
-the same (the 50-step sweep: the same share of full steps as at 28 costs speed and gains little).
+Picked from `tools/sweep_caching.py` (quality and FLOPs in process on the "tune" captions and
+seeds; `tools/bench_caching.py --sweep --split tune` times the same grid on the server; the
+README's table is measured on other captions and seeds) on the embedded model at 28 and 50 euler steps. The values
+are given for 28 steps and scale with the run's step count (`reference_steps`): warm-ups in
+proportion, intervals and skip limits with the square root of the step ratio (schedule.scaled_gap).
 On the embedded model TaylorSeer's order 0 (reuse the last full step's output) measured best at
 every interval; orders 1 and 2 extrapolate its features badly over 3+ steps, so the presets use 0
 (raise `order` with `custom` on models whose features change smoothly, as the paper's FLUX runs
