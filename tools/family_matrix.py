@@ -91,7 +91,8 @@ def apply(method: str, model: Any, family: Family) -> Any:
     from comfyui_ditaccel.accel_core.spatial.ras import RASConfig
 
     if method == "TaylorSeer":
-        return caching.apply_taylorseer(model, TaylorSeerConfig(interval=2, order=1, warmup_steps=1))
+        # order 0: the default granularity `auto` runs `output` (SD3: `blocks`); the plumbing tests cover `blocks`
+        return caching.apply_taylorseer(model, TaylorSeerConfig(interval=2, order=0, warmup_steps=1))
     if method == "TaylorSeer modules":
         return caching.apply_taylorseer(model, TaylorSeerConfig(interval=2, order=1, warmup_steps=1,
                                                                 granularity="modules"))
