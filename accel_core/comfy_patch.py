@@ -226,7 +226,7 @@ def set_forward_wrapper(model: ModelPatcher, owner: str, fn: ForwardFn | None) -
         model.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, owner, fn)
 
 
-def clear_block_patches(model: ModelPatcher, adapter: ModelAdapter, owner: str) -> None:
+def clear_block_patches(model: ModelPatcher, owner: str) -> None:
     """Remove `owner`'s links from every block's patch chain (a method re-applied in another form)."""
     to = transformer_options(model)
     table = to.get("patches_replace", {}).get("dit")

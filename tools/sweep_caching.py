@@ -31,6 +31,7 @@ import dit_runtime
 dit_runtime.in_process()
 
 import bench_caching  # noqa: E402
+import model_files  # noqa: E402
 import pack  # noqa: E402, F401  (registers comfyui_ditaccel)
 import torch  # noqa: E402
 
@@ -81,10 +82,10 @@ class Graph:
         for kind in ("diffusion_models", "text_encoders", "vae"):
             folder_paths.add_model_folder_path(kind, str(lay.models / kind))
         self.nodes = nodes
-        model = nodes.UNETLoader().load_unet("ditaccel_wan21.safetensors", "default")[0]
+        model = nodes.UNETLoader().load_unet(model_files.WAN_DIT_FILE, "default")[0]
         self.model = advanced.ModelSamplingSD3().patch(model, 3.0)[0]
-        self.clip = nodes.CLIPLoader().load_clip("ditaccel_clip_l.safetensors", "sd3")[0]
-        self.vae = nodes.VAELoader().load_vae("ditaccel_wan21_vae.safetensors")[0]
+        self.clip = nodes.CLIPLoader().load_clip(model_files.CLIP_L_FILE, "sd3")[0]
+        self.vae = nodes.VAELoader().load_vae(model_files.WAN_VAE_FILE)[0]
         self.negative = self.encode("")
 
     def encode(self, text: str) -> Any:

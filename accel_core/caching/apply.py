@@ -35,7 +35,7 @@ def apply_taylorseer(model: Any, config: taylorseer.TaylorSeerConfig) -> Any:
     method = ConfiguredMethod(taylorseer.KEY, config, taylorseer.new_state)
     if config.granularity == taylorseer.OUTPUT:
         m, _ = attach(model, method, frozenset({HOOK_DIFFUSION_MODEL}), name=node)
-        clear_block_patches(m, adapter, taylorseer.KEY)  # a TaylorSeer applied before in another granularity
+        clear_block_patches(m, taylorseer.KEY)  # a TaylorSeer applied before in another granularity
         set_forward_wrapper(m, taylorseer.KEY, _taylorseer_output)
         return m
     if config.granularity == "blocks":
