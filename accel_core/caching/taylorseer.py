@@ -3,8 +3,9 @@
 Granularity `output` forecasts the diffusion model's output itself (a DIFFUSION_MODEL wrapper), so a
 forecast step runs nothing of the model: no embeddings, no blocks, no head. It holds (order + 1)
 latent-sized tensors per cond/uncond entry, the least of the three, and needs no block hook. On
-a small model the embeddings and head are a tenth of a step (the embedded model: ~9 ms of a
-~100 ms step), which `blocks` still runs on every forecast step. Its forecasts are not
+a small model the embeddings and head, which `blocks` still runs on every forecast step, are a
+real share of a step (the embedded model's `balanced` preset: 2.91x with `output`, 2.44x with
+`blocks` at 50 steps, tools/bench_caching.py). Its forecasts are not
 normalised by the head, so orders >= 1 extrapolate badly over several steps: `auto` (the default)
 takes `output` at order 0 and `blocks` above. Families whose forward offers no DIFFUSION_MODEL
 wrapper (SD3 on 0.3.75) use `blocks` instead; the report's method tag says which ran and why.
@@ -72,8 +73,8 @@ class TaylorSeerConfig:
     def resolved(self, forward_wrapper: bool, family: str) -> TaylorSeerConfig:
         """The granularity this family runs: `auto` picks `output` at order 0 and `blocks` above it
         (extrapolating the raw output over several steps diverges where the head's norm keeps the stack's
-        output bounded: 15 dB against 29 dB at order 1 on the embedded model); `output` needs the
-        family's forward to offer a DIFFUSION_MODEL wrapper."""
+        output bounded: 14.4 dB against 26.8 dB at order 1 on the embedded model, tools/sweep_caching.py);
+        `output` needs the family's forward to offer a DIFFUSION_MODEL wrapper."""
         if self.granularity == AUTO:
             if self.order == 0 and forward_wrapper:
                 return replace(self, granularity=OUTPUT, chosen="auto: order 0")
