@@ -86,6 +86,11 @@ class DiTAccelTaylorSeer(CachingNode):
                                        "runs (order + 1 hidden states). modules: forecast every attention "
                                        "and MLP output, as the paper (Wan only; 3 x blocks x (order + 1) "
                                        "hidden states). Applies to every preset."),
+                io.Float.Input("threshold", default=TS.threshold, min=0.0, max=10.0, step=0.005, optional=True,
+                               tooltip="custom: 0 runs a full step every `interval` steps. Above 0 the schedule "
+                                       "is adaptive: a full step as soon as the estimated relative change of "
+                                       "the forecast feature since the last full step reaches this, and at "
+                                       "the latest every `interval` steps."),
             ],
             outputs=[io.Model.Output(tooltip="The model with TaylorSeer attached.")],
         )

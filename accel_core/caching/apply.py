@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from ..adapters import HOOK_BLOCK_REPLACE, HOOK_DIFFUSION_MODEL, UnsupportedModelError, adapter_for
 from ..comfy_patch import (
     attach,
@@ -59,8 +61,9 @@ def _taylorseer_output(executor: Callable[..., Any], *args: Any, **kwargs: Any) 
     ctx = run_context(to)
     if ctx is None or taylorseer.KEY not in ctx.states:
         return executor(*args, **kwargs)
+    x = args[0] if args and isinstance(args[0], torch.Tensor) else kwargs.get("x")
     return taylorseer.output_call(ctx.state(taylorseer.KEY), ctx, list(to.get("uuids") or [None]),
-                                  float(to["sigmas"][0]), lambda: executor(*args, **kwargs))
+                                  float(to["sigmas"][0]), lambda: executor(*args, **kwargs), x)
 
 
 def _fbcache_state(config: first_block.FirstBlockCacheConfig, run: RunContext) -> first_block.FirstBlockCacheState:

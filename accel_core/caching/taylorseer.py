@@ -19,6 +19,16 @@ submodules: Wan); the blocks' residual adds, norms and per-step modulation still
 
 Forecasts are polynomials in sigma (the model's own time input), so samplers that evaluate the
 model at several sigmas per step (Heun, DPM++ 2S) forecast each evaluation where it lies.
+
+`threshold` > 0 makes the schedule adaptive: `interval` becomes the longest gap, and a step in
+between runs in full as soon as the estimated relative change of the forecast feature since the
+last full step reaches `threshold`. The estimate is the change of the call's input (the latent
+for `output`, the first block's input otherwise) since that full step, times the feature's
+change per unit of input change measured between the last two full steps, over the feature's
+size (the input-to-output rate of EasyCache / LazyCache, here deciding when to refresh a
+forecast instead of when to reuse). Full steps then gather where the features move fastest,
+which a fixed interval cannot do. The estimate reads every 8th element of two saved inputs and
+outputs, so the memory stays within a quarter of one more copy of each.
 """
 
 from __future__ import annotations
@@ -48,6 +58,7 @@ class TaylorSeerConfig:
     start_percent: float = 0.0
     end_percent: float = 1.0
     granularity: str = AUTO
+    threshold: float = 0.0  # > 0: adaptive; refresh when the estimated relative change reaches it
     reference_steps: int = 0  # presets: interval and warm-up are given for this many steps and scaled
     chosen: str = ""  # why `auto` chose, or what replaced, the granularity (the report's tag says it)
 
@@ -58,6 +69,9 @@ class TaylorSeerConfig:
             raise ValueError(f"order must be between 0 and 4, got {self.order}")
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {self.granularity!r}")
+        if not 0.0 <= self.threshold <= 10.0:
+            raise ValueError(f"threshold must be between 0 and 10 (0: a full step every `interval` steps), "
+                             f"got {self.threshold}")
         self.schedule  # validates the window  # noqa: B018
 
     @property
@@ -87,8 +101,58 @@ class TaylorSeerConfig:
     def tag(self) -> str:
         scale = f", scaled from {self.reference_steps} steps" if self.reference_steps else ""
         note = f" ({self.chosen})" if self.chosen else ""
-        return (f"TaylorSeer(interval={self.interval}, order={self.order}, warmup={self.warmup_steps}, "
+        gap = f"adaptive threshold={self.threshold:g}, max interval={self.interval}" if self.threshold else (
+            f"interval={self.interval}")
+        return (f"TaylorSeer({gap}, order={self.order}, warmup={self.warmup_steps}, "
                 f"{self.start_percent:g}-{self.end_percent:g}, {self.granularity}{scale}{note})")
+
+
+PROBE_STRIDE = 8  # the adaptive estimate reads every 8th element
+
+
+def _probe(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().flatten()[::PROBE_STRIDE].float().clone()
+
+
+def _mean_abs(t: torch.Tensor) -> float:
+    return float(t.abs().mean())
+
+
+@dataclass
+class ChangeEstimate:
+    """The adaptive schedule's measure: the estimated relative change of the feature since the last full step.
+
+    Fed with the first model call of every full step (its input and the feature it produced);
+    between full steps, `estimate(input)` scales the input's change since the last full step by
+    the feature's change per unit of input change over the last full gap.
+    """
+
+    full_input: torch.Tensor | None = None
+    full_output: torch.Tensor | None = None
+    pending_input: torch.Tensor | None = None
+    rate: float | None = None
+
+    def estimate(self, call_input: torch.Tensor) -> float | None:
+        if self.rate is None or self.full_input is None or self.full_output is None:
+            return None
+        size = _mean_abs(self.full_output)
+        if size == 0.0:
+            return None
+        return self.rate * _mean_abs(_probe(call_input) - self.full_input) / size
+
+    def full_step(self, call_input: torch.Tensor) -> None:
+        self.pending_input = _probe(call_input)
+
+    def computed(self, output: torch.Tensor) -> None:
+        """The feature of a full step's first call (later calls of the step are not the step's measure)."""
+        if self.pending_input is None:
+            return
+        out = _probe(output)
+        if self.full_input is not None and self.full_output is not None and out.shape == self.full_output.shape:
+            moved = _mean_abs(self.pending_input - self.full_input)
+            if moved > 0.0:
+                self.rate = _mean_abs(out - self.full_output) / moved
+        self.full_input, self.full_output, self.pending_input = self.pending_input, out, None
 
 
 @dataclass
@@ -96,19 +160,30 @@ class TaylorSeerState:
     schedule: IntervalSchedule
     total_steps: int
     order: int
+    threshold: float = 0.0
     last_full_step: int | None = None
     decided_step: int | None = None
     step_full: bool = True
+    step_estimate: float = float("nan")
     call_full: bool = True
     call_streams: list[Hashable] = field(default_factory=list)
     call_coord: float = 0.0
     forecasters: dict[tuple[Hashable, str], TaylorForecaster] = field(default_factory=dict)
+    change: ChangeEstimate = field(default_factory=ChangeEstimate)
 
-    def decide_step(self, step: int) -> bool:
-        """Full or forecast, once per sampler step; every model call of the step follows it."""
+    def decide_step(self, step: int, call_input: torch.Tensor | None = None) -> bool:
+        """Full or forecast, once per sampler step (at its first model call); every call of the step follows it."""
         if step != self.decided_step:
             self.decided_step = step
             self.step_full = self.schedule.is_full(step, self.total_steps, self.last_full_step)
+            self.step_estimate = float("nan")
+            if self.threshold > 0.0 and call_input is not None:
+                if not self.step_full:
+                    estimate = self.change.estimate(call_input)
+                    self.step_estimate = float("nan") if estimate is None else estimate
+                    self.step_full = estimate is None or estimate >= self.threshold
+                if self.step_full:
+                    self.change.full_step(call_input)
             if self.step_full:
                 self.last_full_step = step
         return self.step_full
@@ -119,12 +194,20 @@ class TaylorSeerState:
             self.forecasters[slot] = TaylorForecaster(self.order)
         return self.forecasters[slot]
 
-    def begin_call(self, step: int, streams: list[Hashable], coord: float, keys: tuple[str, ...]) -> None:
+    def begin_call(self, step: int, streams: list[Hashable], coord: float, keys: tuple[str, ...],
+                   call_input: torch.Tensor | None = None) -> None:
         self.call_streams, self.call_coord = streams, coord
         ready = all(self.forecaster(s, k).ready for s in streams for k in keys)
-        self.call_full = self.decide_step(step) or not ready
+        self.call_full = self.decide_step(step, call_input) or not ready
+
+    def note_call(self, call: Any) -> None:
+        """The report's "gate err" column: the adaptive estimate this step was decided on."""
+        if call is not None and self.threshold > 0.0:
+            call.gate_error = self.step_estimate
 
     def store(self, out: dict[str, torch.Tensor]) -> None:
+        if self.threshold > 0.0:
+            self.change.computed(next(iter(out.values())))
         for stream, part in zip(self.call_streams, split(out, len(self.call_streams)), strict=True):
             for key, value in part.items():
                 self.forecaster(stream, key).update(self.call_coord, value)
@@ -138,6 +221,11 @@ class TaylorSeerState:
             return None
         return torch.cat([self.forecaster(s, key).predict(self.call_coord) for s in self.call_streams])
 
+    def stack_computed(self, out: torch.Tensor) -> None:
+        """Granularity `modules`: the last block's output measures the adaptive schedule's change."""
+        if self.call_full and self.threshold > 0.0:
+            self.change.computed(out)
+
     def module_computed(self, key: str, out: torch.Tensor) -> None:
         if self.call_full:
             for stream, part in zip(self.call_streams, out.chunk(len(self.call_streams)), strict=True):
@@ -146,7 +234,7 @@ class TaylorSeerState:
 
 def new_state(config: TaylorSeerConfig, run: RunContext) -> TaylorSeerState:
     config = config.at_steps(run.total_steps)
-    return TaylorSeerState(config.schedule, run.total_steps, config.order)
+    return TaylorSeerState(config.schedule, run.total_steps, config.order, config.threshold)
 
 
 BlockHook = Callable[[dict, Callable[[dict], dict], BlockSite, "RunContext | None"], dict]
@@ -169,16 +257,20 @@ def block_hook(config: TaylorSeerConfig, slot: ModuleSlot | None = None,
             to = args["transformer_options"]
             uuids = list(to.get("uuids") or [None])
             keys = module_keys or ctx.stack_keys
-            state.begin_call(ctx.step, uuids, float(to["sigmas"][0]), keys)
+            state.begin_call(ctx.step, uuids, float(to["sigmas"][0]), keys, args[ctx.stack_keys[0]])
+            state.note_call(ctx.current_call)
             if not state.call_full and ctx.current_call is not None:
                 what = "attention + MLP of all blocks" if slot is not None else "all blocks"
                 ctx.current_call.mark_skipped(ctx.current_call.flops_full, what, RAN_FORECAST)
         if slot is not None:
             slot.decide, slot.seen = state.module_output, state.module_computed
             try:
-                return call_block(args)
+                out = call_block(args)
             finally:
                 slot.clear()
+            if site.last:
+                state.stack_computed(out[ctx.stack_keys[0]])
+            return out
         if state.call_full:
             out = call_block(args)
             if site.last:
@@ -192,9 +284,10 @@ def block_hook(config: TaylorSeerConfig, slot: ModuleSlot | None = None,
 
 
 def output_call(state: TaylorSeerState, ctx: RunContext, streams: list[Hashable], coord: float,
-                run: Callable[[], Any]) -> Any:
+                run: Callable[[], Any], call_input: torch.Tensor | None = None) -> Any:
     """Granularity `output`, one model call: the forecast of the model's output, or `run()` stored."""
-    state.begin_call(ctx.step, streams, coord, (OUTPUT,))
+    state.begin_call(ctx.step, streams, coord, (OUTPUT,), call_input)
+    state.note_call(ctx.current_call)
     if not state.call_full:
         if ctx.current_call is not None:
             ctx.current_call.mark_skipped(ctx.current_call.flops_full, "the whole model (output forecast)",

@@ -239,3 +239,35 @@ def test_batch_of_two_matches_two_single_runs(wan):
     base = sample(wan, steps=8, batch=2, seed=5)
     for i in range(2):
         assert ((pair[i] - base[i]).norm() / base[i].norm()).item() < 0.5
+
+
+@pytest.mark.parametrize("granularity", ["output", "blocks", "modules"])
+def test_adaptive_schedule_at_a_tiny_threshold_runs_every_step(wan, granularity):
+    base = sample(wan, steps=6)
+    m = apply_taylorseer(wan, TaylorSeerConfig(interval=8, warmup_steps=2, threshold=1e-6, granularity=granularity))
+    assert torch.equal(sample(m, steps=6), base)
+    steps = report_holder(m).latest.steps()
+    assert all(s.ran == "full" for s in steps)
+    assert all(s.gate_error > 1e-6 for s in steps[2:-1])  # each decided on its estimate
+
+
+@pytest.mark.parametrize("granularity", ["output", "blocks", "modules"])
+def test_adaptive_schedule_forecasts_while_the_estimate_is_below_the_threshold(wan, granularity):
+    config = TaylorSeerConfig(interval=4, warmup_steps=2, threshold=0.15, granularity=granularity)
+    m = apply_taylorseer(wan, config)
+    out = sample(m, steps=14, cfg=2.0)
+    steps = report_holder(m).latest.steps()
+    forecast = [s for s in steps if s.ran == "forecast"]
+    assert forecast and torch.isfinite(out).all()
+    assert all(s.gate_error < 0.15 for s in forecast)
+    last_full = 1
+    for s in steps[2:-1]:
+        if s.ran == "full":
+            assert s.gate_error >= 0.15 or s.step - last_full >= 4, s
+            last_full = s.step
+        else:
+            assert s.step - last_full < 4
+    # a higher threshold never runs more full steps
+    loose = apply_taylorseer(wan, TaylorSeerConfig(interval=4, warmup_steps=2, threshold=1.0, granularity=granularity))
+    sample(loose, steps=14, cfg=2.0)
+    assert report_holder(loose).latest.flops_share <= report_holder(m).latest.flops_share
