@@ -7,7 +7,12 @@ import math
 import pytest
 import torch
 from comfyui_ditaccel.accel_core.caching.schedule import IntervalSchedule, StepWindow
-from comfyui_ditaccel.accel_core.caching.taylorseer import PROBE_STRIDE, ChangeEstimate, TaylorSeerConfig, TaylorSeerState
+from comfyui_ditaccel.accel_core.caching.taylorseer import (
+    PROBE_STRIDE,
+    ChangeEstimate,
+    TaylorSeerConfig,
+    TaylorSeerState,
+)
 
 
 def _state(threshold: float, max_gap: int = 50, warmup: int = 2, steps: int = 20) -> TaylorSeerState:
