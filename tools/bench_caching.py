@@ -78,6 +78,10 @@ def configs(sweep: bool, steps: int = 28) -> list[Config]:
                 out.append(Config(f"TaylorSeer i{interval} w{warmup} o0", "ours", "DiTAccelTaylorSeer",
                                   {"preset": "custom", "interval": gap(interval), "order": 0,
                                    "warmup_steps": scale(warmup)}))
+        for threshold, interval in ((0.03, 6), (0.05, 6), (0.07, 8), (0.1, 8), (0.3, 10), (0.5, 14), (1.0, 14)):
+            out.append(Config(f"TaylorSeer t{threshold:g} i{interval} w2 o0", "ours", "DiTAccelTaylorSeer",
+                              {"preset": "custom", "threshold": threshold, "interval": gap(interval), "order": 0,
+                               "warmup_steps": scale(2)}))
         for interval in (3, 5):
             for order in (1, 2):
                 for granularity in ("blocks", "modules"):
@@ -101,9 +105,13 @@ def configs(sweep: bool, steps: int = 28) -> list[Config]:
     for granularity in ("blocks", "modules"):
         out.append(Config(f"TaylorSeer balanced, {granularity}", "ours", "DiTAccelTaylorSeer",
                           {"preset": "balanced", "granularity": granularity}))
+    # the adaptive schedule's gain: a fixed interval at about balanced's FLOPs (the previous balanced preset)
+    out.append(Config("TaylorSeer fixed interval i5 w4", "ours", "DiTAccelTaylorSeer",
+                      {"preset": "custom", "threshold": 0.0, "interval": gap(5), "order": 0, "warmup_steps": scale(4)}))
     # a point between quality and balanced, for the frontier against the peers (custom, scaled like a preset)
-    out.append(Config("TaylorSeer custom i3 w3", "ours", "DiTAccelTaylorSeer",
-                      {"preset": "custom", "interval": gap(3), "order": 0, "warmup_steps": scale(3)}))
+    out.append(Config("TaylorSeer custom t0.05", "ours", "DiTAccelTaylorSeer",
+                      {"preset": "custom", "threshold": 0.05, "interval": gap(6), "order": 0,
+                       "warmup_steps": scale(2)}))
     for preset in ("quality", "balanced", "fast"):
         out.append(Config(f"CGTaylor {preset}", "ours", "DiTAccelCGTaylor", {"preset": preset}))
     # CG-Taylor's ceiling: every step gated but the first and the last (block 1 and the embeddings still run)

@@ -9,7 +9,8 @@ same caption and seed, and the share of transformer FLOPs run. The presets were 
 these tables (on the "tune" split); the speed of the picks is measured by tools/bench_caching.py,
 which runs the real server and alternates runs. Grids:
 
-  taylorseer   order 0 at intervals x warm-ups, and orders 1 / 2 per granularity
+  taylorseer   order 0 at intervals x warm-ups, the adaptive schedule at thresholds x longest gaps,
+               and orders 1 / 2 per granularity
   cg_taylor    threshold x max_skips x warm-up x order
 """
 
@@ -50,6 +51,9 @@ def grid(name: str, steps: int) -> dict[str, Factory]:
                 c = TaylorSeerConfig(interval=interval, order=0, warmup_steps=warmup, reference_steps=28)
                 full = len(c.at_steps(steps).schedule.full_steps(steps))
                 out[f"TaylorSeer i{interval} w{warmup} o0 ({full} full)"] = lambda m, c=c: apply_taylorseer(m, c)
+        for threshold, interval in ((0.03, 6), (0.05, 6), (0.07, 8), (0.1, 8), (0.3, 10), (0.5, 14), (1.0, 14)):
+            c = TaylorSeerConfig(interval=interval, order=0, warmup_steps=2, threshold=threshold, reference_steps=28)
+            out[f"TaylorSeer t{threshold:g} i{interval} w2 o0 (adaptive)"] = lambda m, c=c: apply_taylorseer(m, c)
         for granularity in ("output", "blocks"):
             for order in (1, 2):
                 c = TaylorSeerConfig(interval=3, order=order, warmup_steps=2, granularity=granularity,

@@ -198,7 +198,13 @@ class TaylorSeerState:
                    call_input: torch.Tensor | None = None) -> None:
         self.call_streams, self.call_coord = streams, coord
         ready = all(self.forecaster(s, k).ready for s in streams for k in keys)
-        self.call_full = self.decide_step(step, call_input) or not ready
+        self.call_full = self.decide_step(step, self._first_stream(call_input)) or not ready
+
+    def _first_stream(self, t: torch.Tensor | None) -> torch.Tensor | None:
+        """The first cond entry's rows: the estimate is the same whether cond and uncond share a call or not."""
+        if t is None or t.shape[0] % len(self.call_streams):
+            return t
+        return t.chunk(len(self.call_streams))[0]
 
     def note_call(self, call: Any) -> None:
         """The report's "gate err" column: the adaptive estimate this step was decided on."""
@@ -207,7 +213,7 @@ class TaylorSeerState:
 
     def store(self, out: dict[str, torch.Tensor]) -> None:
         if self.threshold > 0.0:
-            self.change.computed(next(iter(out.values())))
+            self.change.computed(self._first_stream(next(iter(out.values()))))
         for stream, part in zip(self.call_streams, split(out, len(self.call_streams)), strict=True):
             for key, value in part.items():
                 self.forecaster(stream, key).update(self.call_coord, value)
@@ -224,7 +230,7 @@ class TaylorSeerState:
     def stack_computed(self, out: torch.Tensor) -> None:
         """Granularity `modules`: the last block's output measures the adaptive schedule's change."""
         if self.call_full and self.threshold > 0.0:
-            self.change.computed(out)
+            self.change.computed(self._first_stream(out))
 
     def module_computed(self, key: str, out: torch.Tensor) -> None:
         if self.call_full:

@@ -92,6 +92,7 @@ def test_example_workflow_runs_the_method(client, name, node):
 @pytest.mark.parametrize("node, inputs, name", [
     ("DiTAccelTaylorSeer", {"preset": "custom", "interval": 0}, "interval"),
     ("DiTAccelTaylorSeer", {"preset": "turbo"}, "preset"),
+    ("DiTAccelTaylorSeer", {"preset": "custom", "threshold": 11.0}, "threshold"),
     ("DiTAccelCGTaylor", {"preset": "custom", "threshold": -1.0}, "threshold"),
     ("DiTAccelFirstBlockCache", {"preset": "custom", "start_percent": 0.8, "end_percent": 0.2}, "start_percent"),
 ])

@@ -179,6 +179,7 @@ def test_preset_scales_its_interval_with_the_step_count():
 @pytest.mark.parametrize("apply, config", [
     (apply_taylorseer, TaylorSeerConfig(interval=3, order=0, warmup_steps=2)),
     (apply_taylorseer, TaylorSeerConfig(interval=3, order=2, warmup_steps=2, granularity="blocks")),
+    (apply_taylorseer, TaylorSeerConfig(interval=4, order=0, warmup_steps=2, threshold=1.0)),
     (apply_cg_taylor, CGTaylorConfig(threshold=2.0, max_skips=2, warmup_steps=2)),
     (apply_first_block_cache, FirstBlockCacheConfig(threshold=2.0, max_skips=2, warmup_steps=2)),
 ])
@@ -203,6 +204,7 @@ def test_two_model_calls_per_step_follow_the_step(wan, sampler, apply, config):
 
 @pytest.mark.parametrize("apply, config", [
     (apply_taylorseer, TaylorSeerConfig(interval=3, order=2, warmup_steps=2)),
+    (apply_taylorseer, TaylorSeerConfig(interval=4, order=0, warmup_steps=2, threshold=0.15, granularity="blocks")),
     (apply_cg_taylor, CGTaylorConfig(threshold=0.5, max_skips=2, warmup_steps=2)),
     (apply_first_block_cache, FirstBlockCacheConfig(threshold=0.5, max_skips=2, warmup_steps=2)),
 ])
@@ -217,6 +219,7 @@ def test_cond_and_uncond_in_one_batch_or_in_two_calls(wan, apply, config):
     calls = report_holder(apart).latest.calls
     assert len(calls) == 2 * 8 and all(c.batch == 1 for c in calls)
     if apply is apply_taylorseer:  # same plan, same forecasts: only float summation order differs
+        assert [s.ran for s in report_holder(apart).latest.steps()] == [s.ran for s in report_holder(m).latest.steps()]
         assert torch.allclose(separate, batched, atol=1e-4, rtol=1e-4)
     else:  # a gate asked per call may let cond skip where uncond runs, so close, not equal
         assert ((separate - batched).norm() / batched.norm()).item() < 0.3
