@@ -179,7 +179,7 @@ def test_preset_scales_its_interval_with_the_step_count():
 @pytest.mark.parametrize("apply, config", [
     (apply_taylorseer, TaylorSeerConfig(interval=3, order=0, warmup_steps=2)),
     (apply_taylorseer, TaylorSeerConfig(interval=3, order=2, warmup_steps=2, granularity="blocks")),
-    (apply_taylorseer, TaylorSeerConfig(interval=4, order=0, warmup_steps=2, threshold=1.0)),
+    (apply_taylorseer, TaylorSeerConfig(interval=3, order=0, warmup_steps=2, threshold=1.0)),
     (apply_cg_taylor, CGTaylorConfig(threshold=2.0, max_skips=2, warmup_steps=2)),
     (apply_first_block_cache, FirstBlockCacheConfig(threshold=2.0, max_skips=2, warmup_steps=2)),
 ])
