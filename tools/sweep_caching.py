@@ -51,7 +51,8 @@ def grid(name: str, steps: int) -> dict[str, Factory]:
                 c = TaylorSeerConfig(interval=interval, order=0, warmup_steps=warmup, reference_steps=28)
                 full = len(c.at_steps(steps).schedule.full_steps(steps))
                 out[f"TaylorSeer i{interval} w{warmup} o0 ({full} full)"] = lambda m, c=c: apply_taylorseer(m, c)
-        for threshold, interval in ((0.03, 6), (0.05, 6), (0.07, 8), (0.1, 8), (0.3, 10), (0.5, 14), (1.0, 14)):
+        adaptive = ((0.03, 6), (0.05, 6), (0.07, 8), (0.1, 8), (0.2, 12), (0.3, 10), (0.5, 14), (1.0, 14))
+        for threshold, interval in adaptive:
             c = TaylorSeerConfig(interval=interval, order=0, warmup_steps=2, threshold=threshold, reference_steps=28)
             out[f"TaylorSeer t{threshold:g} i{interval} w2 o0 (adaptive)"] = lambda m, c=c: apply_taylorseer(m, c)
         for granularity in ("output", "blocks"):
