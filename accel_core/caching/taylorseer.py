@@ -263,7 +263,7 @@ def block_hook(config: TaylorSeerConfig, slot: ModuleSlot | None = None,
             to = args["transformer_options"]
             uuids = list(to.get("uuids") or [None])
             keys = module_keys or ctx.stack_keys
-            state.begin_call(ctx.step, uuids, float(to["sigmas"][0]), keys, args[ctx.stack_keys[0]])
+            state.begin_call(ctx.step, uuids, float(to["sigmas"][0]), keys, args[site.spec.image_key])
             state.note_call(ctx.current_call)
             if not state.call_full and ctx.current_call is not None:
                 what = "attention + MLP of all blocks" if slot is not None else "all blocks"
