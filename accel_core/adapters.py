@@ -40,6 +40,9 @@ class BlockList:
     # the model calls these blocks directly (no patches_replace lookup): the pack routes the calls
     # through patches_replace with an object patch; (block parameter, args-dict name) pairs, image first
     call_args: tuple[tuple[str, str], ...] = ()
+    # mixture-of-experts feed-forwards (module paths in a block): each token runs only the module's
+    # `num_activated_experts` of its `experts`, so FLOP counts take their linears at that share (HiDream)
+    routed_experts: tuple[str, ...] = ()
 
     @property
     def output_keys(self) -> tuple[str, ...]:
@@ -58,12 +61,25 @@ class ModelAdapter:
     sets_block_index: bool  # transformer_options["block_index"] set by the model on every version
     heads_path: str = "num_heads"  # dotted path from the diffusion model to its attention head count
     forward_wrapper: bool = True  # the forward runs through ComfyUI's DIFFUSION_MODEL wrappers (not SD3's MMDiT)
+    # model-call inputs besides the context whose tokens join the blocks' text stream: (keyword, token
+    # axis, copies a block sees). HiDream's text stream carries the T5 tokens and the last Llama layer's,
+    # and each block appends its own Llama layer's tokens beside them.
+    extra_text: tuple[tuple[str, int, int], ...] = ()
 
     def num_heads(self, diffusion_model: torch.nn.Module) -> int:
         obj: object = diffusion_model
         for part in self.heads_path.split("."):
             obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
         return int(obj)
+
+    def text_tokens(self, context: object, conds: dict) -> int:
+        """Text tokens a block sees, from the model call's context and its other conditioning inputs."""
+        n = context.shape[1] if isinstance(context, torch.Tensor) and context.dim() == 3 else 0
+        for name, axis, copies in self.extra_text:
+            extra = conds.get(name)
+            if isinstance(extra, torch.Tensor):
+                n += copies * extra.shape[axis]
+        return n
 
     def image_tokens(self, latent_shape: tuple[int, ...]) -> int:
         """Image tokens for a latent of shape (B, C, H, W) or (B, C, T, H, W)."""
@@ -240,7 +256,51 @@ LUMINA2 = ModelAdapter(
     heads_path="layers.0.attention.n_local_heads",
 )
 
-ADAPTERS: tuple[ModelAdapter, ...] = (WAN21, FLUX, SD3, HUNYUAN_VIDEO, QWEN_IMAGE, CHROMA, LUMINA2)
+# 0.3.75's forward calls both lists directly by keyword (routed through patches_replace like Lumina 2's);
+# the image stream comes first in every joint sequence
+_HIDREAM_CALL = (("image_tokens", "img"), ("image_tokens_masks", "attn_mask"), ("text_tokens", "txt"),
+                 ("adaln_input", "vec"), ("rope", "pe"))
+HIDREAM = ModelAdapter(
+    family="hidream",
+    display_name="HiDream-I1",
+    model_classes=("comfy.ldm.hidream.model:HiDreamImageTransformer2DModel",),
+    block_lists=(
+        BlockList(
+            attr="double_stream_blocks",
+            replace_name="double_block",
+            # the text stream a double block gets is the carried text plus this block's Llama layer; it
+            # returns both streams (a tuple) and the model keeps the carried part of the text
+            returns=("img", "txt"),
+            text_linear_prefixes=("block.attn1.to_q_t", "block.attn1.to_k_t", "block.attn1.to_v_t",
+                                  "block.attn1.to_out_t", "block.ff_t"),
+            vector_linear_prefixes=("block.adaLN_modulation",),
+            attention=("joint",),
+            text_first=False,
+            call_args=_HIDREAM_CALL,
+            routed_experts=("block.ff_i",),
+        ),
+        BlockList(
+            attr="single_stream_blocks",
+            replace_name="single_block",
+            returns=("img",),
+            joint_tokens=True,
+            joint_order=("img", "txt"),
+            vector_linear_prefixes=("block.adaLN_modulation",),
+            attention=("joint",),
+            text_first=False,
+            # the model passes text_tokens=None here: the name passes through the patch unchanged
+            call_args=tuple(p for p in _HIDREAM_CALL if p[1] != "txt"),
+            routed_experts=("block.ff_i",),
+        ),
+    ),
+    hooks=frozenset({HOOK_DIFFUSION_MODEL, HOOK_BLOCK_REPLACE, HOOK_ATTENTION}),
+    patch_size=(1, 2, 2),
+    sets_block_index=False,
+    heads_path="num_attention_heads",
+    extra_text=(("encoder_hidden_states_llama3", 2, 2),),  # (batch, Llama layer, token, width)
+)
+
+ADAPTERS: tuple[ModelAdapter, ...] = (WAN21, FLUX, SD3, HUNYUAN_VIDEO, QWEN_IMAGE, CHROMA, LUMINA2, HIDREAM)
 
 
 class UnsupportedModelError(ValueError):

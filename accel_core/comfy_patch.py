@@ -8,7 +8,7 @@
   node's cache answered (EasyCache, LazyCache) counts as reused, not as computed.
 - `set_block_patches` installs `patches_replace["dit"]` entries that know their own block
   index (Wan on 0.3.75 does not set `block_index`) and chain to a patch already there; for
-  blocks the model calls directly (Lumina 2), an object patch routes the call through them.
+  blocks the model calls directly (Lumina 2, HiDream), an object patch routes the call through them.
 - `set_module_wrappers` puts a `ModuleWrapper` on named submodules of every block through
   ModelPatcher object patches (for methods that replace attention / MLP outputs).
 - `set_attention_override` installs an attention override that chains to whatever override
@@ -160,7 +160,7 @@ def _model_call_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
         return executor(*args, **kwargs)
     x = args[0]
     context = args[3] if len(args) > 3 else kwargs.get("c_crossattn")
-    n_txt = context.shape[1] if isinstance(context, torch.Tensor) and context.dim() == 3 else 0
+    n_txt = ctx.adapter.text_tokens(context, kwargs)
     n_img = ctx.adapter.image_tokens(tuple(x.shape))
     full = ctx.flops.stack(n_img, n_txt, batch=x.shape[0])
     sigmas = to.get("sigmas")
@@ -295,7 +295,7 @@ def _route_block_calls(model: ModelPatcher, spec: BlockList, index: int) -> None
     path = f"diffusion_model.{spec.attr}.{index}"
     block = model.get_model_object(path)
     if not isinstance(block, BlockCallHook):
-        model.add_object_patch(path, BlockCallHook(block, spec.replace_name, index, spec.call_args))
+        model.add_object_patch(path, BlockCallHook(block, spec.replace_name, index, spec.call_args, spec.returns))
 
 
 def _below_pack_links(patch: Any, owner: str, fn: BlockFn, site: BlockSite) -> BlockPatch:

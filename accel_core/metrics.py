@@ -56,6 +56,19 @@ def _tokens_for(name: str, spec: BlockList, n_img: int, n_txt: int) -> int:
     return n_img + n_txt if spec.joint_tokens else n_img
 
 
+def _expert_shares(block: torch.nn.Module, spec: BlockList) -> dict[str, float]:
+    """Name prefix of each routed expert list -> the share of its experts a token runs (top-k of n)."""
+    shares = {}
+    for path in spec.routed_experts:
+        moe = block.get_submodule(path)
+        shares[f"{path}.experts."] = moe.num_activated_experts / len(moe.experts)
+    return shares
+
+
+def _share(name: str, shares: dict[str, float]) -> float:
+    return next((s for prefix, s in shares.items() if name.startswith(prefix)), 1.0)
+
+
 def block_flops(block: torch.nn.Module, spec: BlockList, n_img: int, n_txt: int, n_keys: int | None = None) -> float:
     """Multiply-add FLOPs (2 per MAC) of one block for one sample: its linears plus attention.
 
@@ -67,7 +80,9 @@ def block_flops(block: torch.nn.Module, spec: BlockList, n_img: int, n_txt: int,
                if getattr(m, "weight", None) is not None and m.weight.dim() == 2]
     if not linears:
         return 0.0
-    flops = sum(2.0 * _tokens_for(n, spec, n_img, n_txt) * shape[0] * shape[1] for n, shape in linears)
+    shares = _expert_shares(block, spec)
+    flops = sum(2.0 * _tokens_for(n, spec, n_img, n_txt) * shape[0] * shape[1] * _share(n, shares)
+                for n, shape in linears)
     # the attention width is the narrowest token linear's input; conditioning-vector linears
     # (modulation) can be narrower (Lumina 2: 1024 against 2304) and do not see tokens
     token_linears = [shape for n, shape in linears

@@ -75,35 +75,42 @@ def unwrapped(module: Any, owner: str) -> Any:
 
 
 class BlockCallHook(SharedModule):
-    """A block its model calls directly, without looking up patches_replace (Lumina 2 / Z-Image on
-    0.3.75): the call goes through `transformer_options["patches_replace"]["dit"][(name, index)]`
+    """A block its model calls directly, without looking up patches_replace (Lumina 2 / Z-Image and
+    HiDream on 0.3.75): the call goes through `transformer_options["patches_replace"]["dit"][(name, index)]`
     as it does in the families whose forward looks it up, so block patches work the same way.
 
     `call_args` pairs the block's parameter names with the patch's args-dict names (the image
     stream first), e.g. (("x", "img"), ("freqs_cis", "pe")); the call is bound to the block's
     signature, so it does not matter whether the model passes them by position or by name.
+    Parameters it does not name reach the patch under their own names and go back unchanged.
+    `returns` names what the block returns, as the patch's output dict does: one name, the block
+    returns that tensor (Lumina 2); several, a tuple in that order (HiDream's double blocks return
+    image and text). Default: the image stream alone.
     Shares the block's parameter dicts (weights keep their names), like ModuleWrapper.
     """
 
     def __init__(self, inner: torch.nn.Module, replace_name: str, index: int,
-                 call_args: tuple[tuple[str, str], ...]) -> None:
+                 call_args: tuple[tuple[str, str], ...], returns: tuple[str, ...] = ()) -> None:
         super().__init__(inner, replace_name=replace_name, index=index, call_args=call_args,
-                         signature=inspect.signature(inner.forward))
+                         returns=returns or (call_args[0][1],), signature=inspect.signature(inner.forward))
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         to = kwargs.get("transformer_options") or {}
         patch = to.get("patches_replace", {}).get("dit", {}).get((self.replace_name, self.index))
         bound = self.signature.bind_partial(*args, **kwargs).arguments
-        image_param, image_key = self.call_args[0]
+        image_param = self.call_args[0][0]
         if patch is None or image_param not in bound:
             return self.inner(*args, **kwargs)
         to_key = dict(self.call_args)
         to_param = {key: param for param, key in self.call_args}
         block_args = {to_key.get(name, name): value for name, value in bound.items() if name != "transformer_options"}
         block_args["transformer_options"] = to
+        returns = self.returns
 
         def original_block(a: dict) -> dict:
             call = {to_param.get(name, name): value for name, value in a.items() if name != "transformer_options"}
-            return {image_key: self.inner(**call, transformer_options=a["transformer_options"])}
+            out = self.inner(**call, transformer_options=a["transformer_options"])
+            return dict(zip(returns, out, strict=True)) if len(returns) > 1 else {returns[0]: out}
 
-        return patch(block_args, {"original_block": original_block})[image_key]
+        out = patch(block_args, {"original_block": original_block})
+        return tuple(out[k] for k in returns) if len(returns) > 1 else out[returns[0]]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 # what the adapters cover
-FAMILIES = "Wan 2.x, Flux, SD3 / SD3.5, HunyuanVideo, Qwen-Image, Chroma or Lumina 2 / Z-Image"
+FAMILIES = "Wan 2.x, Flux, SD3 / SD3.5, HunyuanVideo, Qwen-Image, Chroma, Lumina 2 / Z-Image or HiDream-I1"
 
 
 def range_error(name: str, value: float | None, lo: float, hi: float) -> str | None:

@@ -3,7 +3,9 @@
     .venv/bin/python tools/family_matrix.py            # prints the README's matrix (markdown)
 
 In process on real ComfyUI: for each family the smallest model 0.3.75's loader detects (the
-embedded Wan model; Flux, SD3 and HunyuanVideo with seeded random weights, made on first use),
+embedded Wan model; Flux, SD3, HunyuanVideo, Qwen-Image, Chroma and Lumina 2 with seeded random
+weights, made on first use; HiDream, whose depth and width detection fixes at ~17B parameters,
+built in process from ComfyUI's own classes at 2 + 2 blocks, tools/hidream_model.py),
 a short sampling run per method, checked for work skipped (caching, sparse attention: the
 report's FLOPs run below 100 %) or guidance applied (SoftPAG: one extra model call per step and
 a different image). Random-weight models show plumbing, not quality.
@@ -21,12 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pack  # noqa: F401
 
-FAMILIES = ("wan", "flux", "sd3", "hunyuan_video", "qwen_image", "chroma", "lumina2")
+FAMILIES = ("wan", "flux", "sd3", "hunyuan_video", "qwen_image", "chroma", "lumina2", "hidream")
 METHODS = ("TaylorSeer", "TaylorSeer modules", "CGTaylor", "FirstBlockCache", "SoftPAG", "SparseAttention", "RAS",
            "JiT")
-NOT_YET = {  # families without an adapter yet, and why
-    "hidream": "no adapter yet (0.3.75's forward offers no block replace)",
-}
 
 
 @dataclass(frozen=True)
@@ -38,6 +37,8 @@ class Family:
     heads: str  # a SoftPAG spec touching the first block
     context_dim: int = 4096  # width of the text conditioning the model takes
     steps: int = 4  # Chroma's fixed-size approximator makes its steps slow: it runs 3
+    # seed -> conditioning, where the model takes more than a context and a pooled vector (HiDream: Llama layers)
+    conditioning: Callable[[int], list] | None = None
 
 
 GATED = ("CGTaylor", "FirstBlockCache")  # run the first block and gate the rest: need a second block
@@ -60,6 +61,7 @@ class Cell:
 def families() -> dict[str, Family]:
     import comfy.sd
     import dit_runtime
+    import hidream_model
     import model_files
 
     def loader(path_fn: Callable[[], Path]) -> Callable[[], Any]:
@@ -75,6 +77,8 @@ def families() -> dict[str, Family]:
         "qwen_image": Family("qwen_image", loader(dit_runtime.ensure_qwen_image_thin), True, 0, "0:all", 3584),
         "chroma": Family("chroma", loader(dit_runtime.ensure_chroma_thin), False, 768, "double:0:all", steps=3),
         "lumina2": Family("lumina2", loader(dit_runtime.ensure_lumina2_tiny), False, 0, "0:all", 2304),
+        "hidream": Family("hidream", hidream_model.make_hidream_tiny, False, 0, "double:0:all",
+                          conditioning=hidream_model.hidream_conditioning),
     }
 
 
@@ -122,9 +126,13 @@ def run_family(family: Family, methods: tuple[str, ...] = METHODS, steps: int | 
     model = family.load()
     steps = steps or family.steps
 
+    def cond(seed: int) -> list:
+        if family.conditioning is not None:
+            return family.conditioning(seed)
+        return conditioning(seed, tokens=5, dim=family.context_dim, pooled=family.pooled)
+
     def draw(m: Any) -> torch.Tensor:
-        pos = conditioning(1, tokens=5, dim=family.context_dim, pooled=family.pooled)
-        neg = conditioning(2, tokens=5, dim=family.context_dim, pooled=family.pooled)
+        pos, neg = cond(1), cond(2)
         return sample(m, steps=steps, size=(128, 128), video=family.video, positive=pos, negative=neg,
                       pooled=family.pooled)
 
@@ -175,8 +183,6 @@ def markdown(cells: list[Cell]) -> str:
             else:
                 parts.append(f"not supported: {c.detail}")
         lines.append(f"| {name} | " + " | ".join(parts) + " |")
-    for name, why in NOT_YET.items():
-        lines.append(f"| {name} | " + " | ".join([why] + ["—"] * (len(METHODS) - 1)) + " |")
     return "\n".join(lines)
 
 

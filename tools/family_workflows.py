@@ -109,7 +109,7 @@ FAMILIES = (
         "7": vae("ae.safetensors")}, ["2", 0], ["7", 0], image_latent(1024, 1024),
         ksampler(25, 4.0, "res_multistep", "simple"), model_patch=shift("ModelSamplingAuraFlow", 6.0),
         negative="blurry, ugly, bad", lumina_prompts=True),
-    FamilyGraph("hidream", "HiDream I1 full (no DiTAccel adapter yet: the baseline only)", {
+    FamilyGraph("hidream", "HiDream I1 full", {
         "1": unet("hidream_i1_full_fp16.safetensors"),
         "2": {"class_type": "QuadrupleCLIPLoader", "inputs": {
             "clip_name1": "clip_l_hidream.safetensors", "clip_name2": "clip_g_hidream.safetensors",
