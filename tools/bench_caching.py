@@ -2,6 +2,7 @@
 
     .venv/bin/python tools/bench_caching.py [--steps 28] [--cases 4] [--reps 3] [--out out/bench_caching]
     .venv/bin/python tools/bench_caching.py --sweep          # the grid the presets were picked from
+    .venv/bin/python tools/bench_caching.py --video 9        # the video model on 9-frame clips (PSNR over all frames)
 
 One ComfyUI server (loaders and text encoders cached, as in normal use), the baseline graph of
 the embedded model, runs alternated: baseline, then every configuration, then the baseline
@@ -40,6 +41,7 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import dit_runtime
+import model_files
 import pack  # noqa: F401  (registers comfyui_ditaccel)
 import scenes
 from comfy_client import ComfyClient, ComfyError, decode_png
@@ -197,7 +199,8 @@ def run_once(client: ComfyClient, memory: Memory, prompt: dict, timed: bool = Tr
     text = result.node_output(REPORT)["text"][0]
     run = float(re.search(r"\(([\d.]+) / [\d.]+ GFLOP\)", text).group(1))
     state = float(re.search(r"method state held: ([\d.]+) MiB", text).group(1))
-    return Run(seconds, run, state, memory.peak_mib(), decode_png(result.images[0]))
+    frames = [decode_png(b) for b in result.images]  # a video's frames, in order
+    return Run(seconds, run, state, memory.peak_mib(), frames[0] if len(frames) == 1 else np.stack(frames))
 
 
 def image_scores(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -228,7 +231,10 @@ def cases(split: str, n: int) -> list[tuple[str, int]]:
 
 
 def save_image(image: np.ndarray, path: Path) -> None:
+    """A PNG; a video's frames side by side (every other frame when there are more than 8)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if image.ndim == 4:
+        image = np.concatenate(list(image[::2] if len(image) > 8 else image), axis=1)
     Image.fromarray((image * 255).round().astype(np.uint8)).save(path)
 
 
@@ -236,9 +242,17 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
-def benchmark(client: ComfyClient, memory: Memory, cfgs: list[Config], steps: int, n_cases: int, reps: int,
-              split: str, controls: bool, images: Path | None = None) -> list[Row]:
+def video_base(frames: int, size: int) -> dict:
+    """The baseline graph on the video model (the embedded model trained further on moving scenes)."""
     base = json.loads(BASELINE.read_text())
+    base["1"]["inputs"]["unet_name"] = model_files.WAN_VIDEO_DIT_FILE
+    base["5"]["inputs"].update(width=size, height=size, length=frames)
+    return base
+
+
+def benchmark(client: ComfyClient, memory: Memory, cfgs: list[Config], steps: int, n_cases: int, reps: int,
+              split: str, controls: bool, images: Path | None = None, base: dict | None = None) -> list[Row]:
+    base = base or json.loads(BASELINE.read_text())
     runs: dict[str, list[list[Run]]] = {c.name: [] for c in cfgs}
     case_list = cases(split, n_cases)
     client.run(build_prompt(base, cfgs[0], case_list[0][0], 1, steps))  # warm-up: load and cache the models
@@ -367,6 +381,9 @@ def main() -> int:
     parser.add_argument("--no-controls", action="store_true")
     parser.add_argument("--only", default="", help="a regular expression: run only the matching configurations "
                                                    "(and the baseline)")
+    parser.add_argument("--video", type=int, default=0, metavar="FRAMES",
+                        help="run the video model on clips of FRAMES frames (1 + 4k) instead of images")
+    parser.add_argument("--size", type=int, default=256, help="width and height of a --video clip")
     parser.add_argument("--out", type=Path, default=dit_runtime.REPO / "out" / "bench_caching")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -377,12 +394,14 @@ def main() -> int:
         picked = [c for c in configs(args.sweep, args.steps)
                   if c.group == "baseline" or re.search(args.only, c.name)]
         rows = benchmark(client, memory, picked, args.steps, args.cases, args.reps, args.split,
-                         controls=not args.no_controls, images=args.out / "images")
+                         controls=not args.no_controls, images=args.out / "images",
+                         base=video_base(args.video, args.size) if args.video else None)
     text = table(rows, args.steps)
     notes = checks(rows)
     print(text)
     print("\n".join(notes))
     tag = f"{'sweep' if args.sweep else 'presets'}_{args.split}_{args.steps}"
+    tag += f"_video{args.video}x{args.size}" if args.video else ""
     tag += f"_{slug(args.only)}" if args.only else ""
     (args.out / f"table_{tag}.md").write_text(text + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
     (args.out / f"results_{tag}.json").write_text(json.dumps([asdict(r) for r in rows], indent=1))

@@ -1,6 +1,7 @@
 """Sparse attention end to end on the embedded model at four times its width and height.
 
     .venv/bin/python tools/bench_sparse_e2e.py [--size 1024] [--steps 28] [--cases 1] [--reps 2]
+    .venv/bin/python tools/bench_sparse_e2e.py --frames 17 --size 512   # the video model: 5 x 1024 tokens
 
 At 1024 px the embedded model sees 64 x 64 = 4096 image tokens (16x its default), where
 attention is most of the transformer's work, as in real video models. One ComfyUI server,
@@ -83,10 +84,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="the dense attention ComfyUI runs: pytorch = scaled_dot_product_attention (what GPUs get; "
                          "the fair baseline for the sparse kernels), default = what ComfyUI picks (sub-quadratic "
                          "on a CPU, slower)")
+    ap.add_argument("--frames", type=int, default=1,
+                    help="above 1: the video model (trained on moving scenes) on clips of this many frames (1 + 4k)")
     ap.add_argument("--out", type=Path, default=dit_runtime.REPO / "out" / "bench_sparse_e2e")
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
-    base = json.loads(bc.BASELINE.read_text())
+    base = bc.video_base(a.frames, a.size) if a.frames > 1 else json.loads(bc.BASELINE.read_text())
     configs = chains(a.methods, a.preset, a.combine)
     memory = bc.Memory()
     runs: dict[str, list[list[bc.Run]]] = {c.name: [] for c in configs}
@@ -109,10 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     base_runs = runs["baseline"]
     base_time = sum(statistics.median(r.seconds for r in case) for case in base_runs)
     base_gflop = statistics.median(r.gflop_run for case in base_runs for r in case)
-    tokens = (a.size // 16) ** 2
+    tokens = (1 + (a.frames - 1) // 4) * (a.size // 16) ** 2
     share = attention_share(tokens, base_gflop / a.steps)
     image_std = float(base_runs[0][0].image.std())
-    lines = [f"Embedded model at {a.size} px ({tokens} image tokens), {a.steps} euler steps, CFG 5, "
+    what = f"Video model, {a.frames} frames at {a.size} px" if a.frames > 1 else f"Embedded model at {a.size} px"
+    lines = [f"{what} ({tokens} image tokens), {a.steps} euler steps, CFG 5, "
              f"ComfyUI attention: {a.comfy_attention}, "
              f"{len(case_list)} held-out case(s) x {a.reps} alternated runs; image self-attention = "
              f"{100 * share:.0f} % of transformer FLOPs. Baseline {base_time / len(case_list):.1f} s per prompt; "

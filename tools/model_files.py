@@ -26,6 +26,7 @@ CLIP_L_SHA256 = "cb94c83d132899825ec913700fbe44b73776e199a5f47b67d423f9e35abb993
 CLIP_L_FILE = "ditaccel_clip_l.safetensors"
 WAN_DIT_FILE = "ditaccel_wan21.safetensors"
 WAN_VAE_FILE = "ditaccel_wan21_vae.safetensors"
+WAN_VIDEO_DIT_FILE = "ditaccel_wan21_video.safetensors"  # the DiT trained further on moving scenes
 FLUX_THIN_FILE = "ditaccel_flux_thin.safetensors"
 SD3_TINY_FILE = "ditaccel_sd3_tiny.safetensors"
 HUNYUAN_VIDEO_TINY_FILE = "ditaccel_hunyuan_video_tiny.safetensors"

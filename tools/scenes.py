@@ -110,11 +110,19 @@ def _shape_points(shape: str, cx: float, cy: float, half: float, angle: float) -
     return [(cx + half * (x * c - y * s), cy + half * (x * s + y * c)) for x, y in pts]
 
 
-def render(scene: Scene, size: int, rng: random.Random | None = None, supersample: int = 3) -> np.ndarray:
-    """RGB uint8 image. `rng` adds the jitter of training data (position, size, tilt, shade)."""
-    big = size * supersample
-    img = Image.new("RGB", (big, big), BACKGROUNDS[scene.background])
-    draw = ImageDraw.Draw(img)
+@dataclass(frozen=True)
+class Placement:
+    """Where and how one object is drawn: centre and box side as shares of the canvas, tilt, colour."""
+
+    x: float
+    y: float
+    scale: float
+    angle: float
+    colour: tuple[int, ...]
+
+
+def _placements(scene: Scene, rng: random.Random | None) -> list[Placement]:
+    out = []
     for obj in scene.objects:
         px, py = POSITIONS[obj.position]
         scale = SIZES[obj.size]
@@ -127,10 +135,47 @@ def render(scene: Scene, size: int, rng: random.Random | None = None, supersampl
             angle = rng.uniform(-0.2, 0.2)
             shade = rng.uniform(0.92, 1.08)
             colour = tuple(int(min(255, max(0, ch * shade))) for ch in colour)
-        cx, cy, half = px * big, py * big, scale * big / 2
+        out.append(Placement(px, py, scale, angle, tuple(colour)))
+    return out
+
+
+def _draw(scene: Scene, size: int, placements: list[Placement], supersample: int) -> np.ndarray:
+    big = size * supersample
+    img = Image.new("RGB", (big, big), BACKGROUNDS[scene.background])
+    draw = ImageDraw.Draw(img)
+    for obj, pl in zip(scene.objects, placements, strict=True):
+        cx, cy, half = pl.x * big, pl.y * big, pl.scale * big / 2
         if obj.shape == "circle":
-            draw.ellipse([cx - half, cy - half, cx + half, cy + half], fill=colour)
+            draw.ellipse([cx - half, cy - half, cx + half, cy + half], fill=pl.colour)
         else:
-            draw.polygon(_shape_points(obj.shape, cx, cy, half, angle), fill=colour)
+            draw.polygon(_shape_points(obj.shape, cx, cy, half, pl.angle), fill=pl.colour)
     img = img.resize((size, size), Image.Resampling.BOX)
     return np.asarray(img, dtype=np.uint8).copy()
+
+
+def render(scene: Scene, size: int, rng: random.Random | None = None, supersample: int = 3) -> np.ndarray:
+    """RGB uint8 image. `rng` adds the jitter of training data (position, size, tilt, shade)."""
+    return _draw(scene, size, _placements(scene, rng), supersample)
+
+
+# the largest drift per frame, as a share of the canvas, and the largest turn per frame (radians):
+# over 17 frames an object moves at most ~a quarter of the canvas, so the caption's position still holds
+MAX_SPEED = 0.015
+MAX_TURN = 0.06
+
+
+def render_clip(scene: Scene, size: int, frames: int, rng: random.Random, supersample: int = 2) -> np.ndarray:
+    """(frames, size, size, 3) uint8: the scene's objects drifting and turning at constant rates.
+
+    The first frame is `render`'s jittered image; each object then moves with its own velocity and
+    spin (drawn from `rng`), so the motion is smooth and predictable from the first frames.
+    """
+    start = _placements(scene, rng)
+    motion = [(rng.uniform(-MAX_SPEED, MAX_SPEED), rng.uniform(-MAX_SPEED, MAX_SPEED),
+               rng.uniform(-MAX_TURN, MAX_TURN)) for _ in start]
+    clip = []
+    for t in range(frames):
+        now = [Placement(p.x + vx * t, p.y + vy * t, p.scale, p.angle + w * t, p.colour)
+               for p, (vx, vy, w) in zip(start, motion, strict=True)]
+        clip.append(_draw(scene, size, now, supersample))
+    return np.stack(clip)
