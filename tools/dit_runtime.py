@@ -101,7 +101,8 @@ def _link_pack(base: Path) -> None:
 
 
 ASSETS = REPO / "assets"
-TRAINED = {model_files.WAN_DIT_FILE: "diffusion_models", model_files.WAN_VAE_FILE: "vae"}
+TRAINED = {model_files.WAN_DIT_FILE: "diffusion_models", model_files.WAN_VIDEO_DIT_FILE: "diffusion_models",
+           model_files.WAN_VAE_FILE: "vae"}
 
 
 def _link_trained(lay: ComfyLayout) -> None:
