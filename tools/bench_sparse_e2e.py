@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                 bc.save_image(runs[c.name][ci][0].image, a.out / "images" / f"case{ci}" / f"{bc.slug(c.name)}.png")
     base_runs = runs["baseline"]
     base_time = sum(statistics.median(r.seconds for r in case) for case in base_runs)
+    base_sampling = sum(statistics.median(r.sampling_s for r in case) for case in base_runs)
     base_gflop = statistics.median(r.gflop_run for case in base_runs for r in case)
     tokens = (1 + (a.frames - 1) // 4) * (a.size // 16) ** 2
     share = attention_share(tokens, base_gflop / a.steps)
@@ -122,17 +123,21 @@ def main(argv: list[str] | None = None) -> int:
              f"{100 * share:.0f} % of transformer FLOPs. Baseline {base_time / len(case_list):.1f} s per prompt; "
              f"baseline image std {255 * image_std:.1f} / 255" + (" (a nearly flat image: PSNR says little)"
                                                                   if image_std < 0.02 else "") + ".", "",
-             "| configuration | speed-up | FLOPs run | PSNR dB | SSIM | bound |", "|---|---:|---:|---:|---:|---:|"]
+             "| configuration | speed-up | sampler speed-up | FLOPs run | PSNR dB | SSIM | bound |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     result = {}
     for c in configs:
         case_runs = runs[c.name]
         t = sum(statistics.median(r.seconds for r in case) for case in case_runs)
+        t_sampling = sum(statistics.median(r.sampling_s for r in case) for case in case_runs)
         scores = [bc.image_scores(case[0].image, b[0].image) for case, b in zip(case_runs, base_runs, strict=True)]
         flops = statistics.median(r.gflop_run for case in case_runs for r in case) / base_gflop
         ps = statistics.mean(s[0] for s in scores)
         limit = f"{bound(share, c.sparse_preset, a.steps):.2f}x" if c.sparse_preset and len(c.nodes) == 1 else "-"
-        result[c.name] = {"speedup": base_time / t, "flops": flops, "psnr": ps}
-        lines.append(f"| {c.name} | {base_time / t:.2f}x | {100 * flops:.0f} % | {ps:.1f} | "
+        result[c.name] = {"speedup": base_time / t, "sampler_speedup": base_sampling / t_sampling, "flops": flops,
+                          "psnr": ps}
+        lines.append(f"| {c.name} | {base_time / t:.2f}x | {base_sampling / t_sampling:.2f}x | {100 * flops:.0f} % "
+                     f"| {ps:.1f} | "
                      f"{statistics.mean(s[1] for s in scores):.3f} | {limit} |")
     combo = next(c for c in configs if "+" in c.name)
     ts, sp = result["TaylorSeer balanced"], result[f"sparse {a.combine} {a.preset}"]
