@@ -262,20 +262,12 @@ def load_folded_vae(comfy):
 
 
 # -------------------------------------------------------------------------------------------- data
-def build_data(out: Path, draw_seed: int, n_captions: int, plan: list[tuple[int, int]], render_seed: int,
-               tag: str) -> None:
-    """Seeded-CLIP-L embeddings of the drawn training captions and VAE latents of jittered renders.
-
-    `plan`: (resolution, renders per caption) pairs. Written to `out` as one torch file.
-    """
-    comfy = comfy_imports()
+def embed_captions(comfy, captions: list[str], tag: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded-CLIP-L embeddings (fp16, 77 x 768) of `captions`, and of the empty caption (for dropout)."""
     clip_path = dit_runtime.layout().models / "text_encoders" / model_files.CLIP_L_FILE
     if not clip_path.is_file():
         model_files.make_clip_l(clip_path)
     clip = comfy.sd.load_clip(ckpt_paths=[str(clip_path)], clip_type=comfy.sd.CLIPType.SD3)
-    train = scenes.draw_scenes(draw_seed, n_captions, "train")
-    captions = sorted({s.caption for s in train})
-    by_caption = {s.caption: s for s in train}
     start = time.time()
     emb = torch.empty(len(captions), 77, 768, dtype=torch.float16)
     for i, cap in enumerate(captions):
@@ -283,6 +275,21 @@ def build_data(out: Path, draw_seed: int, n_captions: int, plan: list[tuple[int,
         if i % 500 == 0:
             print(f"[{tag}] embedded {i}/{len(captions)} captions ({time.time() - start:.0f} s)", flush=True)
     empty = clip.encode_from_tokens(clip.tokenize(""))[0, :, :768].half()
+    return emb, empty
+
+
+def build_data(out: Path, draw_seed: int, n_captions: int, plan: list[tuple[int, int]], render_seed: int,
+               tag: str) -> None:
+    """Seeded-CLIP-L embeddings of the drawn training captions and VAE latents of jittered renders.
+
+    `plan`: (resolution, renders per caption) pairs. Written to `out` as one torch file.
+    """
+    comfy = comfy_imports()
+    train = scenes.draw_scenes(draw_seed, n_captions, "train")
+    captions = sorted({s.caption for s in train})
+    by_caption = {s.caption: s for s in train}
+    start = time.time()
+    emb, empty = embed_captions(comfy, captions, tag)
     vae = load_folded_vae(comfy)
     fmt = comfy.latent_formats.Wan21()
     rng = random.Random(render_seed)
@@ -326,6 +333,33 @@ def build_dit(comfy) -> torch.nn.Module:
 def sample_sigmas(n: int, gen: torch.Generator) -> torch.Tensor:
     u = torch.sigmoid(torch.randn(n, generator=gen))
     return S.shift * u / (1 + (S.shift - 1) * u)
+
+
+def flow_matching_step(model: torch.nn.Module, opt: torch.optim.Optimizer, ema: dict[str, torch.Tensor],
+                       ema_decay: float, x0: torch.Tensor, ctx: torch.Tensor, empty: torch.Tensor, dropout: float,
+                       gen: torch.Generator, lr: float, bf16: bool = False) -> torch.Tensor:
+    """One rectified-flow training step (caption dropout, noise at a drawn sigma, velocity loss, AdamW, EMA).
+
+    The draws come in the order dropout, sigma, noise: the shipped models were trained with it, and
+    keeping it keeps their training reproducible. Returns the loss.
+    """
+    x0 = x0.float()
+    ctx = ctx.to(torch.float32, copy=True)
+    drop = torch.rand(len(x0), generator=gen) < dropout
+    ctx[drop] = empty.float()
+    ctx = torch.nn.functional.pad(ctx, (0, 4096 - 768))
+    sigma = sample_sigmas(len(x0), gen)
+    noise = torch.randn(x0.shape, generator=gen)
+    s = sigma.view(-1, 1, 1, 1, 1)
+    xt = (1 - s) * x0 + s * noise
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        out = model(xt, sigma * 1000.0, ctx)
+    loss = ((out.float() - (noise - x0)) ** 2).mean()
+    optimizer_step(opt, model, loss, lr)
+    with torch.no_grad():
+        for k, v in model.state_dict().items():
+            ema[k].mul_(ema_decay).add_(v.detach(), alpha=1 - ema_decay)
+    return loss
 
 
 def learning_rate(step: int) -> float:
@@ -377,24 +411,10 @@ def stage_dit(max_seconds: float, init_from: Path | None = None) -> None:
         batch = S.dit_batch_high if res == S.dit_res_high else S.dit_batch_low
         z_all, cap_idx = src["latents"][res]
         pick = torch.randint(len(z_all), (batch,), generator=gen)
-        x0 = z_all[pick].float()
-        ctx = emb[cap_idx[pick]].float()
-        drop = torch.rand(batch, generator=gen) < S.caption_dropout
-        ctx[drop] = empty.float()
-        ctx = torch.nn.functional.pad(ctx, (0, 4096 - 768))
-        sigma = sample_sigmas(batch, gen)
-        noise = torch.randn(x0.shape, generator=gen)
-        s = sigma.view(-1, 1, 1, 1, 1)
-        xt = (1 - s) * x0 + s * noise
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=phase2 and S.phase2_bf16):
-            out = model(xt, sigma * 1000.0, ctx)
-        loss = ((out.float() - (noise - x0)) ** 2).mean()
         lr = learning_rate(step)
-        optimizer_step(opt, model, loss, lr)
+        loss = flow_matching_step(model, opt, ema, S.ema, z_all[pick], emb[cap_idx[pick]], empty, S.caption_dropout,
+                                  gen, lr, bf16=phase2 and S.phase2_bf16)
         step += 1
-        with torch.no_grad():
-            for k, v in model.state_dict().items():
-                ema[k].mul_(S.ema).add_(v.detach(), alpha=1 - S.ema)
         if step % 25 == 0:
             log_row("dit_loss", {"step": step, "loss": round(loss.item(), 5), "lr": f"{lr:.2e}", "res": res,
                                  "seconds": round(time.time() - start, 1)})

@@ -185,18 +185,11 @@ def stage_data() -> None:
     if out.exists():
         return
     comfy = te.comfy_imports()
-    clip_path = dit_runtime.layout().models / "text_encoders" / model_files.CLIP_L_FILE
-    if not clip_path.is_file():
-        model_files.make_clip_l(clip_path)
-    clip = comfy.sd.load_clip(ckpt_paths=[str(clip_path)], clip_type=comfy.sd.CLIPType.SD3)
     train = scenes.draw_scenes(S.seed, S.captions, "train")
     captions = sorted({s.caption for s in train})
     by_caption = {s.caption: s for s in train}
     start = time.time()
-    emb = torch.empty(len(captions), 77, 768, dtype=torch.float16)
-    for i, cap in enumerate(captions):
-        emb[i] = clip.encode_from_tokens(clip.tokenize(cap))[0, :, :768].half()
-    empty = clip.encode_from_tokens(clip.tokenize(""))[0, :, :768].half()
+    emb, empty = te.embed_captions(comfy, captions, "data")
     print(f"[data] embedded {len(captions)} captions ({time.time() - start:.0f} s)", flush=True)
     vae = trained_vae(comfy)
     fmt = comfy.latent_formats.Wan21()
@@ -250,23 +243,11 @@ def stage_dit(max_seconds: float) -> None:
         b = int(torch.multinomial(weights, 1, generator=gen))
         z_all, cap_idx = data["latents"][keys[b]]
         pick = torch.randint(len(z_all), (S.batch[b],), generator=gen)
-        x0 = z_all[pick].float()
-        ctx = emb[cap_idx[pick]].clone()
-        drop = torch.rand(len(pick), generator=gen) < S.caption_dropout
-        ctx[drop] = empty
-        ctx = torch.nn.functional.pad(ctx, (0, 4096 - 768))
-        sigma = te.sample_sigmas(len(pick), gen)
-        noise = torch.randn(x0.shape, generator=gen)
-        s = sigma.view(-1, 1, 1, 1, 1)
-        xt = (1 - s) * x0 + s * noise
-        out = model(xt, sigma * 1000.0, ctx)  # fp32: bf16 autocast's backward is ~20x slower on torch 2.14's CPU
-        loss = ((out.float() - (noise - x0)) ** 2).mean()
         lr = learning_rate(step)
-        te.optimizer_step(opt, model, loss, lr)
+        # fp32: bf16 autocast's backward is ~20x slower on torch 2.14's CPU
+        loss = te.flow_matching_step(model, opt, ema, S.ema, z_all[pick], emb[cap_idx[pick]], empty,
+                                     S.caption_dropout, gen, lr)
         step += 1
-        with torch.no_grad():
-            for k, v in model.state_dict().items():
-                ema[k].mul_(S.ema).add_(v.detach(), alpha=1 - S.ema)
         if step % 10 == 0:
             te.log_row("video_dit_loss", {"step": step, "loss": round(loss.item(), 5), "lr": f"{lr:.2e}",
                                           "bucket": f"{keys[b][0]}px x {keys[b][1]}",
