@@ -38,18 +38,42 @@ DIM, BLOCKS, TEXT_TOKENS = 256, 6, 77  # the embedded model
 class Chain:
     name: str
     nodes: tuple[tuple[str, dict], ...] = ()
-    sparse_preset: str | None = None
+    sparse: tuple[tuple[str, float], ...] | None = None  # density, dense_steps, dense_blocks
 
 
-def chains(methods: list[str], preset: str, combine: str) -> list[Chain]:
+CUSTOM_KEYS = ("density", "dense_steps", "dense_blocks", "start_percent", "end_percent", "estimate_skipped")
+
+
+def parse_custom(spec: str) -> tuple[str, dict[str, float | int]]:
+    """`grat:density=0.12,dense_steps=8,dense_blocks=0` -> (method, settings); unset keys: balanced's."""
+    method, _, rest = spec.partition(":")
+    settings: dict[str, float | int] = dict(PRESETS["balanced"])
+    for item in filter(None, (t.strip() for t in rest.split(","))):
+        key, _, value = item.partition("=")
+        if key not in CUSTOM_KEYS:
+            raise SystemExit(f"--custom: unknown setting {key!r} in {spec!r}; allowed: {', '.join(CUSTOM_KEYS)}")
+        settings[key] = (value.lower() in ("1", "true") if key == "estimate_skipped" else
+                         int(value) if key.startswith("dense_") else float(value))
+    return method, settings
+
+
+def chains(methods: list[str], preset: str, combine: str, custom: list[str], taylorseer: bool) -> list[Chain]:
     out = [Chain("baseline")]
     for m in methods:
         out.append(Chain(f"sparse {m} {preset}", (("DiTAccelSparseAttention", {"preset": preset, "method": m}),),
-                         preset))
-    ts = ("DiTAccelTaylorSeer", {"preset": "balanced"})
-    out.append(Chain("TaylorSeer balanced", (ts,)))
-    out.append(Chain(f"TaylorSeer balanced + sparse {combine} {preset}",
-                     (ts, ("DiTAccelSparseAttention", {"preset": preset, "method": combine})), preset))
+                         tuple(PRESETS[preset].items())))
+    for spec in custom:
+        m, settings = parse_custom(spec)
+        label = ", ".join(f"{k} {settings[k]:g}" for k in CUSTOM_KEYS if k in settings)
+        out.append(Chain(f"sparse {m} custom ({label})",
+                         (("DiTAccelSparseAttention", {"preset": "custom", "method": m, **settings}),),
+                         tuple(settings.items())))
+    if taylorseer:
+        ts = ("DiTAccelTaylorSeer", {"preset": "balanced"})
+        out.append(Chain("TaylorSeer balanced", (ts,)))
+        out.append(Chain(f"TaylorSeer balanced + sparse {combine} {preset}",
+                         (ts, ("DiTAccelSparseAttention", {"preset": preset, "method": combine})),
+                         tuple(PRESETS[preset].items())))
     return out
 
 
@@ -64,8 +88,10 @@ def attention_share(tokens: int, gflop_per_step: float) -> float:
     return 2 * BLOCKS * 4.0 * tokens * tokens * DIM / (gflop_per_step * 1e9)
 
 
-def bound(share: float, preset: str, steps: int) -> float:
-    s = PRESETS[preset]
+def bound(share: float, sparse: tuple[tuple[str, float], ...], steps: int) -> float:
+    s = dict(sparse)
+    if s.get("start_percent", 0.0) > 0.0 or s.get("end_percent", 1.0) < 1.0:
+        return float("nan")  # a window: the bound would need the sampler's sigmas
     sparse_part = share * (steps - s["dense_steps"]) / steps * (BLOCKS - s["dense_blocks"]) / BLOCKS
     return 1.0 / (1.0 - sparse_part * (1.0 - s["density"]))
 
@@ -77,8 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", type=int, default=1)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--preset", default="balanced", choices=list(PRESETS))
-    ap.add_argument("--methods", nargs="+", default=["grat", "pisa", "svg2", "draft", "rettention"])
+    ap.add_argument("--methods", nargs="*", default=["grat", "pisa", "svg2", "draft", "rettention"])
     ap.add_argument("--combine", default="pisa", help="sparse method combined with TaylorSeer")
+    ap.add_argument("--custom", nargs="*", default=[],
+                    help="extra sparse settings, e.g. grat:density=0.12,dense_steps=8,dense_blocks=0 "
+                         "(unset keys: balanced's)")
+    ap.add_argument("--no-taylorseer", action="store_true",
+                    help="leave out TaylorSeer and its combination with sparse attention")
     ap.add_argument("--split", default="measure", choices=list(bc.SPLITS))
     ap.add_argument("--comfy-attention", default="pytorch", choices=["pytorch", "default"],
                     help="the dense attention ComfyUI runs: pytorch = scaled_dot_product_attention (what GPUs get; "
@@ -90,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     base = bc.video_base(a.frames, a.size) if a.frames > 1 else json.loads(bc.BASELINE.read_text())
-    configs = chains(a.methods, a.preset, a.combine)
+    configs = chains(a.methods, a.preset, a.combine, a.custom, not a.no_taylorseer)
     memory = bc.Memory()
     runs: dict[str, list[list[bc.Run]]] = {c.name: [] for c in configs}
     case_list = bc.cases(a.split, a.cases)
@@ -133,17 +164,19 @@ def main(argv: list[str] | None = None) -> int:
         scores = [bc.image_scores(case[0].image, b[0].image) for case, b in zip(case_runs, base_runs, strict=True)]
         flops = statistics.median(r.gflop_run for case in case_runs for r in case) / base_gflop
         ps = statistics.mean(s[0] for s in scores)
-        limit = f"{bound(share, c.sparse_preset, a.steps):.2f}x" if c.sparse_preset and len(c.nodes) == 1 else "-"
+        limit = bound(share, c.sparse, a.steps) if c.sparse and len(c.nodes) == 1 else float("nan")
+        limit = "-" if limit != limit else f"{limit:.2f}x"
         result[c.name] = {"speedup": base_time / t, "sampler_speedup": base_sampling / t_sampling, "flops": flops,
                           "psnr": ps}
         lines.append(f"| {c.name} | {base_time / t:.2f}x | {base_sampling / t_sampling:.2f}x | {100 * flops:.0f} % "
                      f"| {ps:.1f} | "
                      f"{statistics.mean(s[1] for s in scores):.3f} | {limit} |")
-    combo = next(c for c in configs if "+" in c.name)
-    ts, sp = result["TaylorSeer balanced"], result[f"sparse {a.combine} {a.preset}"]
-    product = ts["speedup"] * sp["speedup"]
-    lines += ["", f"combined {result[combo.name]['speedup']:.2f}x vs product {product:.2f}x "
-                  f"({100 * result[combo.name]['speedup'] / product:.0f} % of it)"]
+    combo = next((c for c in configs if "+" in c.name), None)
+    sparse_name = f"sparse {a.combine} {a.preset}"
+    if combo and sparse_name in result:
+        product = result["TaylorSeer balanced"]["speedup"] * result[sparse_name]["speedup"]
+        lines += ["", f"combined {result[combo.name]['speedup']:.2f}x vs product {product:.2f}x "
+                      f"({100 * result[combo.name]['speedup'] / product:.0f} % of it)"]
     text = "\n".join(lines)
     print(text)
     (a.out / "table.md").write_text(text + "\n")
