@@ -33,22 +33,26 @@ def _comfy():
     return comfy, ModelSamplingSD3, dit_runtime
 
 
-def capture(size: int, blocks: tuple[int, ...], step: int, steps: int, seed: int) -> dict:
+def capture(size: int, blocks: tuple[int, ...], step: int, steps: int, seed: int, frames: int = 1) -> dict:
     comfy, sampling_sd3, dit_runtime = _comfy()
     import model_files
     import numpy as np
     import scenes
 
     models = dit_runtime.layout().models
-    model = comfy.sd.load_diffusion_model(str(models / "diffusion_models" / model_files.WAN_DIT_FILE))
+    dit = model_files.WAN_VIDEO_DIT_FILE if frames > 1 else model_files.WAN_DIT_FILE
+    model = comfy.sd.load_diffusion_model(str(models / "diffusion_models" / dit))
     model = sampling_sd3().patch(model, 3.0)[0]
     clip = comfy.sd.load_clip(ckpt_paths=[str(models / "text_encoders" / model_files.CLIP_L_FILE)],
                               clip_type=comfy.sd.CLIPType.SD3)
     vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(str(models / "vae" / model_files.WAN_VAE_FILE)))
     scene = scenes.draw_scenes(seed, 1, "eval")[0]
-    image = scenes.render(scene, size, random.Random(seed), supersample=1)
-    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
-    latent = vae.encode(pixels.unsqueeze(0))
+    if frames > 1:  # a moving clip for the video model: (frames, H, W, 3)
+        pixels = torch.from_numpy(scenes.render_clip(scene, size, frames, random.Random(seed)).astype(np.float32) / 255)
+    else:
+        pixels = torch.from_numpy(np.asarray(scenes.render(scene, size, random.Random(seed), supersample=1),
+                                             dtype=np.float32) / 255.0).unsqueeze(0)
+    latent = vae.encode(pixels)
     positive = [[clip.encode_from_tokens(clip.tokenize(scene.caption)), {}]]
     negative = [[clip.encode_from_tokens(clip.tokenize("")), {}]]
 
@@ -83,12 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--blocks", type=int, nargs="+", default=[1, 3, 5])
     ap.add_argument("--step", type=int, default=10, help="which step of the 28-step run to capture")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--frames", type=int, default=1,
+                    help="above 1: the video model on a moving clip of this many frames (1 + 4k)")
     ap.add_argument("--out", type=Path, default=REPO / "out" / "qkv")
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     torch.set_grad_enabled(False)
     for size in a.sizes:
-        data = capture(size, tuple(a.blocks), a.step, 28, a.seed)
+        data = capture(size, tuple(a.blocks), a.step, 28, a.seed, a.frames)
         t, h, w = data["grid"]
         path = a.out / f"qkv_{t * h * w}.pt"
         torch.save(data, path)
