@@ -65,6 +65,14 @@ class ModelAdapter:
     # axis, copies a block sees). HiDream's text stream carries the T5 tokens and the last Llama layer's,
     # and each block appends its own Llama layer's tokens beside them.
     extra_text: tuple[tuple[str, int, int], ...] = ()
+    # attribute of the diffusion model holding the multiple that its joint sequence's text part and image
+    # part are each padded to with learned pad tokens (Z-Image; None or unset on the model: no padding)
+    pad_multiple_attr: str | None = None
+
+    def pad_multiple(self, diffusion_model: object) -> int:
+        """The multiple each part of the joint sequence is padded to (1: none)."""
+        value = getattr(diffusion_model, self.pad_multiple_attr, None) if self.pad_multiple_attr else None
+        return int(value) if value else 1
 
     def num_heads(self, diffusion_model: torch.nn.Module) -> int:
         obj: object = diffusion_model
@@ -254,6 +262,7 @@ LUMINA2 = ModelAdapter(
     patch_size=(1, 2, 2),
     sets_block_index=False,
     heads_path="layers.0.attention.n_local_heads",
+    pad_multiple_attr="pad_tokens_multiple",  # Z-Image: text and image padded to multiples of 32
 )
 
 # 0.3.75's forward calls both lists directly by keyword (routed through patches_replace like Lumina 2's);

@@ -107,7 +107,8 @@ def _outer_sample_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
     sigmas = [float(s) for s in args[3]]
     record = holder.start_run(tuple(m.label for m in table.methods.values()), sigmas)
     ctx = RunContext(adapter=adapter, flops=FlopCounter(adapter, diffusion_model), record=record,
-                     sample_sigmas=sigmas, last_list=adapter.last_list(diffusion_model))
+                     sample_sigmas=sigmas, last_list=adapter.last_list(diffusion_model),
+                     token_pad=adapter.pad_multiple(diffusion_model))
     for key, method in table.methods.items():
         ctx.states[key] = method.new_run_state(ctx)
 

@@ -83,6 +83,7 @@ class RunContext:
     states: dict[str, Any] = field(default_factory=dict)
     _streams: dict[tuple[str, Hashable], Any] = field(default_factory=dict)
     last_list: BlockList | None = None  # the list that ends this model's block stack (None: the adapter's last)
+    token_pad: int = 1  # the multiple the joint sequence's text and image parts are padded to (Z-Image: 32)
 
     @property
     def stack_list(self) -> BlockList:

@@ -165,6 +165,11 @@ def ensure_lumina2_tiny(lay: ComfyLayout | None = None) -> Path:
     return _ensure_test_model(model_files.LUMINA2_TINY_FILE, model_files.make_lumina2_tiny, lay)
 
 
+def ensure_zimage_thin(lay: ComfyLayout | None = None) -> Path:
+    """A 1-layer Z-Image (width 3840, ~1.8 GB) with seeded random weights, for plumbing tests."""
+    return _ensure_test_model(model_files.ZIMAGE_THIN_FILE, model_files.make_zimage_thin, lay)
+
+
 def in_process() -> None:
     """Make ComfyUI importable in this process, on the CPU: its tree goes after site-packages, so
     ComfyUI's top-level `utils` and `nodes` shadow nothing."""

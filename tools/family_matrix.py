@@ -3,8 +3,8 @@
     .venv/bin/python tools/family_matrix.py            # prints the README's matrix (markdown)
 
 In process on real ComfyUI: for each family the smallest model 0.3.75's loader detects (the
-embedded Wan model; Flux, SD3, HunyuanVideo, Qwen-Image, Chroma and Lumina 2 with seeded random
-weights, made on first use; HiDream, whose depth and width detection fixes at ~17B parameters,
+embedded Wan model; Flux, SD3, HunyuanVideo, Qwen-Image, Chroma, Lumina 2 and Z-Image with seeded
+random weights, made on first use; HiDream, whose depth and width detection fixes at ~17B parameters,
 built in process from ComfyUI's own classes at 2 + 2 blocks, tools/hidream_model.py),
 a short sampling run per method, checked for work skipped (caching, sparse attention: the
 report's FLOPs run below 100 %) or guidance applied (SoftPAG: one extra model call per step and
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pack  # noqa: F401
 
-FAMILIES = ("wan", "flux", "sd3", "hunyuan_video", "qwen_image", "chroma", "lumina2", "hidream")
+FAMILIES = ("wan", "flux", "sd3", "hunyuan_video", "qwen_image", "chroma", "lumina2", "z_image", "hidream")
 METHODS = ("TaylorSeer", "TaylorSeer modules", "CGTaylor", "FirstBlockCache", "SoftPAG", "SparseAttention", "RAS",
            "JiT")
 
@@ -77,6 +77,8 @@ def families() -> dict[str, Family]:
         "qwen_image": Family("qwen_image", loader(dit_runtime.ensure_qwen_image_thin), True, 0, "0:all", 3584),
         "chroma": Family("chroma", loader(dit_runtime.ensure_chroma_thin), False, 768, "double:0:all", steps=3),
         "lumina2": Family("lumina2", loader(dit_runtime.ensure_lumina2_tiny), False, 0, "0:all", 2304),
+        # Lumina 2's class at width 3840 with its text and image padded to multiples of 32 (pad tokens)
+        "z_image": Family("z_image", loader(dit_runtime.ensure_zimage_thin), False, 0, "0:all", 2560),
         "hidream": Family("hidream", hidream_model.make_hidream_tiny, False, 0, "double:0:all",
                           conditioning=hidream_model.hidream_conditioning),
     }

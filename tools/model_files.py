@@ -33,6 +33,7 @@ HUNYUAN_VIDEO_TINY_FILE = "ditaccel_hunyuan_video_tiny.safetensors"
 QWEN_IMAGE_THIN_FILE = "ditaccel_qwen_image_thin.safetensors"
 CHROMA_THIN_FILE = "ditaccel_chroma_thin.safetensors"
 LUMINA2_TINY_FILE = "ditaccel_lumina2_tiny.safetensors"
+ZIMAGE_THIN_FILE = "ditaccel_zimage_thin.safetensors"
 
 
 class SeededStream:
@@ -341,6 +342,26 @@ def make_lumina2_tiny(path: Path, seed: int = 17) -> str:
     import comfy.ops
 
     model = lumina.NextDiT(operations=comfy.ops.disable_weight_init, device="meta", **LUMINA2_TINY)
+    shapes = {k: tuple(t.shape) for k, t in model.state_dict().items()}
+    return write_safetensors(path, fill(specs_from_shapes(shapes), seed, np.float16))
+
+
+# what 0.3.75's detection sets for Z-Image (dim 3840: 30 heads, Z-Image's modulation and time scale; the
+# pad tokens' presence turns on padding the text and the image to multiples of 32); one main layer beside
+# the class's two refiner stacks of two; text input 2560 wide (Qwen3 4B)
+ZIMAGE_THIN = {"patch_size": 2, "in_channels": 16, "dim": 3840, "cap_feat_dim": 2560, "n_layers": 1,
+               "qk_norm": True, "n_heads": 30, "n_kv_heads": 30, "axes_dims": [32, 48, 48],
+               "axes_lens": [1536, 512, 512], "rope_theta": 256.0, "ffn_dim_multiplier": 8.0 / 3.0,
+               "z_image_modulation": True, "time_scale": 1000.0, "pad_tokens_multiple": 32}
+
+
+def make_zimage_thin(path: Path, seed: int = 19) -> str:
+    """Z-Image at its detected width 3840 with one main layer (~1.8 GB in fp16); names and shapes from
+    ComfyUI's own class on the meta device."""
+    import comfy.ldm.lumina.model as lumina
+    import comfy.ops
+
+    model = lumina.NextDiT(operations=comfy.ops.disable_weight_init, device="meta", **ZIMAGE_THIN)
     shapes = {k: tuple(t.shape) for k, t in model.state_dict().items()}
     return write_safetensors(path, fill(specs_from_shapes(shapes), seed, np.float16))
 

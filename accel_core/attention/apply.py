@@ -61,6 +61,20 @@ def _from_bhnd(x: torch.Tensor, skip_output_reshape: bool) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, n, h * d)
 
 
+def joint_image_start(n: int, n_img: int, n_txt: int, text_first: bool, pad: int = 1) -> int | None:
+    """Where the image's tokens start in a joint sequence of n tokens, or None when the sequence holds
+    other tokens as well. With `pad` > 1 the model pads the text part and the image part each to a
+    multiple of it with learned tokens (Z-Image): those count as extra keys, not as image."""
+    def padded(count: int) -> int:
+        return -(-count // pad) * pad
+
+    if n == n_img + n_txt:
+        return n_txt if text_first else 0
+    if pad > 1 and n == padded(n_img) + padded(n_txt):
+        return padded(n_txt) if text_first else 0
+    return None
+
+
 def dense_reason(config: SparseAttentionConfig, ctx: RunContext, site: BlockSite, kind: str, q: torch.Tensor,
                  k: torch.Tensor, mask: Any, n_img: int, skip_reshape: bool, n_txt: int = 0) -> str | None:
     """Why this attention call stays with the previous function (None: it goes sparse)."""
@@ -79,9 +93,9 @@ def dense_reason(config: SparseAttentionConfig, ctx: RunContext, site: BlockSite
     n = q.shape[-2] if skip_reshape else q.shape[1]
     if n != k.shape[-2 if skip_reshape else 1] or n < n_img or (kind == "self" and n != n_img):
         return "previous (token count not the image's)"
-    if kind == "joint" and n != n_img + n_txt:
-        # other tokens beside the text and the image (Z-Image's padding, Qwen-Image-Edit's and Flux
-        # Kontext's reference images): where the image sits in the sequence is not known here
+    if kind == "joint" and joint_image_start(n, n_img, n_txt, site.spec.text_first, ctx.token_pad) is None:
+        # other tokens beside the text, the image and their padding (Qwen-Image-Edit's and Flux Kontext's
+        # reference images): where the image sits in the sequence is not known here
         return "previous (tokens beside the text and the image)"
     return None
 
@@ -123,11 +137,11 @@ def _sparse_call(config: SparseAttentionConfig, ctx: RunContext, marker: BlockMa
     skip_reshape = bool(kwargs.get("skip_reshape"))
     qh, kh, vh = (_to_bhnd(x, heads, skip_reshape) for x in (q, k, v))
     layout = TileLayout(call.grid, config.query_tile, config.key_tile)
-    n_img = call.image_tokens
-    n_txt = qh.shape[-2] - n_img  # joint attention: the text tokens before or after the image's
-    text_first = marker.site.spec.text_first
-    img = slice(n_txt, None) if text_first else slice(0, n_img)
-    txt = slice(0, n_txt) if text_first else slice(n_img, None)
+    n, n_img = qh.shape[-2], call.image_tokens
+    # joint attention: the text (and any padding) before or after the image's tokens
+    start = 0 if n == n_img else joint_image_start(n, n_img, call.text_tokens, marker.site.spec.text_first,
+                                                   ctx.token_pad)
+    img = slice(start, start + n_img)
     state: SparseRunState = ctx.state(KEY)
     # keyed by the conditionings' uuids, not only cond/uncond: a SoftPAG perturbed pass or several
     # positive prompts share the label, and Re-ttention's residual belongs to one conditioning
@@ -136,12 +150,14 @@ def _sparse_call(config: SparseAttentionConfig, ctx: RunContext, marker: BlockMa
     outcome = engine.sparse_attention(qh[..., img, :], kh[..., img, :], vh[..., img, :], layout, config, ctx.step,
                                       site)
     out = outcome.out
-    if n_txt:
-        out_img = _merge_text_keys(qh[..., img, :], kh[..., txt, :], vh[..., txt, :], outcome)
-        # text rows attend to everything, as in the model
-        out_txt = torch.nn.functional.scaled_dot_product_attention(qh[..., txt, :], kh, vh)
-        parts = [out_txt, out_img.to(out_txt.dtype)]
-        out = torch.cat(parts if text_first else parts[::-1], dim=-2)
+    if n != n_img:
+        def others(x: torch.Tensor) -> torch.Tensor:
+            return torch.cat((x[..., :start, :], x[..., start + n_img:, :]), dim=-2)
+
+        out_img = _merge_text_keys(qh[..., img, :], others(kh), others(vh), outcome)
+        # text (and pad) rows attend to everything, as in the model
+        out_other = torch.nn.functional.scaled_dot_product_attention(others(qh), kh, vh)
+        out = torch.cat((out_other[..., :start, :], out_img.to(out_other.dtype), out_other[..., start:, :]), dim=-2)
     saved = 4.0 * qh.shape[0] * qh.shape[1] * n_img * n_img * qh.shape[-1] * (1.0 - outcome.kept)
     call.note_attention(f"sparse ({config.method}, {outcome.backend})", saved)
     return _from_bhnd(out.to(q.dtype), bool(kwargs.get("skip_output_reshape")))
