@@ -247,6 +247,12 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
+def image_tokens(frames: int, size: int) -> int:
+    """Image tokens the embedded Wan model sees for `frames` frames (1 + 4k) at `size` px: latent frames x
+    (size / 16)² (the VAE's 4x temporal, 8x spatial compression; 2 x 2 patches)."""
+    return (1 + (frames - 1) // 4) * (size // 16) ** 2
+
+
 def video_base(frames: int, size: int) -> dict:
     """The baseline graph on the video model (the embedded model trained further on moving scenes)."""
     base = json.loads(BASELINE.read_text())

@@ -38,7 +38,7 @@ DIM, BLOCKS, TEXT_TOKENS = 256, 6, 77  # the embedded model
 class Chain:
     name: str
     nodes: tuple[tuple[str, dict], ...] = ()
-    sparse: tuple[tuple[str, float], ...] | None = None  # density, dense_steps, dense_blocks
+    sparse: tuple[tuple[str, float], ...] | None = None  # the sparse node's settings (CUSTOM_KEYS)
 
 
 CUSTOM_KEYS = ("density", "dense_steps", "dense_blocks", "start_percent", "end_percent", "estimate_skipped")
@@ -88,10 +88,12 @@ def attention_share(tokens: int, gflop_per_step: float) -> float:
     return 2 * BLOCKS * 4.0 * tokens * tokens * DIM / (gflop_per_step * 1e9)
 
 
-def bound(share: float, sparse: tuple[tuple[str, float], ...], steps: int) -> float:
+def bound(share: float, sparse: tuple[tuple[str, float], ...], steps: int) -> float | None:
+    """The speed-up the settings allow if sparse attention were free (None for a start/end window: that
+    bound would need the sampler's sigmas)."""
     s = dict(sparse)
     if s.get("start_percent", 0.0) > 0.0 or s.get("end_percent", 1.0) < 1.0:
-        return float("nan")  # a window: the bound would need the sampler's sigmas
+        return None
     sparse_part = share * (steps - s["dense_steps"]) / steps * (BLOCKS - s["dense_blocks"]) / BLOCKS
     return 1.0 / (1.0 - sparse_part * (1.0 - s["density"]))
 
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     base_time = sum(statistics.median(r.seconds for r in case) for case in base_runs)
     base_sampling = sum(statistics.median(r.sampling_s for r in case) for case in base_runs)
     base_gflop = statistics.median(r.gflop_run for case in base_runs for r in case)
-    tokens = (1 + (a.frames - 1) // 4) * (a.size // 16) ** 2
+    tokens = bc.image_tokens(a.frames, a.size)
     share = attention_share(tokens, base_gflop / a.steps)
     image_std = float(base_runs[0][0].image.std())
     what = f"Video model, {a.frames} frames at {a.size} px" if a.frames > 1 else f"Embedded model at {a.size} px"
@@ -164,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         scores = [bc.image_scores(case[0].image, b[0].image) for case, b in zip(case_runs, base_runs, strict=True)]
         flops = statistics.median(r.gflop_run for case in case_runs for r in case) / base_gflop
         ps = statistics.mean(s[0] for s in scores)
-        limit = bound(share, c.sparse, a.steps) if c.sparse and len(c.nodes) == 1 else float("nan")
-        limit = "-" if limit != limit else f"{limit:.2f}x"
+        limit = bound(share, c.sparse, a.steps) if c.sparse and len(c.nodes) == 1 else None
+        limit = "-" if limit is None else f"{limit:.2f}x"
         result[c.name] = {"speedup": base_time / t, "sampler_speedup": base_sampling / t_sampling, "flops": flops,
                           "psnr": ps}
         lines.append(f"| {c.name} | {base_time / t:.2f}x | {base_sampling / t_sampling:.2f}x | {100 * flops:.0f} % "

@@ -116,10 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=dit_runtime.REPO / "out" / "quality_matrix")
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
-    video_tokens = (1 + (a.frames - 1) // 4) * (a.video_size // 16) ** 2
-    targets = [Target("image 256 px", json.loads(bc.BASELINE.read_text()), 256),
+    targets = [Target("image 256 px", json.loads(bc.BASELINE.read_text()), bc.image_tokens(1, 256)),
                Target(f"video {a.frames} frames at {a.video_size} px", bc.video_base(a.frames, a.video_size),
-                      video_tokens)]
+                      bc.image_tokens(a.frames, a.video_size))]
     with dit_runtime.running_server(cache_none=False) as url:
         client = ComfyClient(url)
         cells = {t.name: measure(client, t, a.steps, a.cases) for t in targets}

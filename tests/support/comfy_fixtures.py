@@ -23,6 +23,18 @@ def conditioning(seed: int, tokens: int = 7, dim: int = 4096, pooled: int = 0) -
     return [[torch.randn(1, tokens, dim, generator=g), extra]]
 
 
+def attention_counts(model: Any) -> dict[str, int]:
+    """What the attention calls of the model's latest run did, summed over its model calls (DiTAccelReport's
+    per-call counts, e.g. {"sparse (draft, torch)": 10, "dense (dense step)": 2})."""
+    from comfyui_ditaccel.accel_core.comfy_patch import report_holder
+
+    counts: dict[str, int] = {}
+    for call in report_holder(model).latest.calls:
+        for what, n in call.attention.items():
+            counts[what] = counts.get(what, 0) + n
+    return counts
+
+
 def sample(model: Any, steps: int = 4, cfg: float = 2.0, seed: int = 0, sampler: str = "euler",
            batch: int = 1, size: tuple[int, int] = (64, 64), video: bool = True,
            positive: list | None = None, negative: list | None = None, pooled: int = 0) -> torch.Tensor:

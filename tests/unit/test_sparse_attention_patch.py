@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from comfy_fixtures import WAN_FILE, load_model, sample
+from comfy_fixtures import WAN_FILE, attention_counts, load_model, sample
 from comfyui_ditaccel.accel_core.attention.apply import apply_sparse_attention
 from comfyui_ditaccel.accel_core.attention.config import SparseAttentionConfig
 from comfyui_ditaccel.accel_core.caching.apply import apply_taylorseer
@@ -29,14 +29,6 @@ def wan():
 @pytest.fixture(scope="module")
 def baseline(wan):
     return sample(wan, steps=4, size=SIZE)
-
-
-def attention_counts(model) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for call in report_holder(model).latest.calls:
-        for k, n in call.attention.items():
-            counts[k] = counts.get(k, 0) + n
-    return counts
 
 
 @pytest.mark.parametrize("method", ["grat", "pisa", "svg2", "draft", "rettention"])

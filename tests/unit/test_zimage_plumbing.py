@@ -7,7 +7,7 @@ from __future__ import annotations
 import dit_runtime
 import pytest
 import torch
-from comfy_fixtures import conditioning, sample
+from comfy_fixtures import attention_counts, conditioning, sample
 from comfyui_ditaccel.accel_core.adapters import LUMINA2, find_adapter
 from comfyui_ditaccel.accel_core.attention.apply import apply_sparse_attention, joint_image_start
 from comfyui_ditaccel.accel_core.attention.config import SparseAttentionConfig
@@ -34,14 +34,6 @@ def sparse(**overrides) -> SparseAttentionConfig:
     settings = {"method": "draft", "density": 0.3, "dense_steps": 0, "dense_blocks": 0, "query_tile": 4,
                 "key_tile": 2, "min_tokens": 1} | overrides
     return SparseAttentionConfig(**settings)
-
-
-def attention_counts(model) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for call in report_holder(model).latest.calls:
-        for what, n in call.attention.items():
-            counts[what] = counts.get(what, 0) + n
-    return counts
 
 
 def test_the_image_is_found_between_the_paddings():
