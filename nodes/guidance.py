@@ -83,9 +83,9 @@ class DiTAccelHeadHunter(io.ComfyNode):
                 io.Int.Input("rounds", default=2, min=1, max=20, tooltip="Search rounds."),
                 io.Int.Input("top_k", default=2, min=1, max=64, tooltip="Heads kept per round."),
                 io.Combo.Input("objective", options=list(head_search.OBJECTIVES), default="adherence",
-                               tooltip="adherence: the embedded model's detector finds the caption's first "
-                                       "'<colour> <shape>'; sharpness / contrast / colourfulness / structure: "
-                                       "image statistics; reference: SSIM to the reference image."),
+                               tooltip="adherence: how clearly the embedded model's detector finds the caption's "
+                                       "first '<colour> <shape>' (0-1, graded); sharpness / contrast / colourfulness / "
+                                       "structure: image statistics; reference: SSIM to the reference image."),
                 io.String.Input("caption", default="", optional=True,
                                 tooltip="For objective adherence: the caption the positive conditioning encodes."),
                 io.Image.Input("reference", optional=True, tooltip="For objective reference."),

@@ -39,8 +39,8 @@ def objective_function(objective: str, caption: str, reference: torch.Tensor | N
         colour, shape = scene_detector.primary_object(caption)
 
         def adherence(images: torch.Tensor) -> float:
-            hits = [scene_detector.contains(img.float().cpu().numpy(), colour, shape) for img in images]
-            return float(np.mean(hits))
+            return float(np.mean([scene_detector.adherence_score(img.float().cpu().numpy(), colour, shape)
+                                  for img in images]))
 
         return adherence
     raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")

@@ -103,6 +103,28 @@ def contains(image: np.ndarray, colour: str, shape: str) -> bool:
     return any(f.colour == colour and f.shape == shape for f in find_objects(image))
 
 
+SHAPE_TEMPERATURE = 0.02  # squared (fill, solidity) distance; the closest prototypes are 0.046 apart
+
+
+def shape_probability(fill: float, solidity: float, shape: str) -> float:
+    """Softmax over the shape prototypes of -(squared feature distance) / SHAPE_TEMPERATURE, read at `shape`."""
+    logits = {s: -((p[0] - fill) ** 2 + (p[1] - solidity) ** 2) / SHAPE_TEMPERATURE for s, p in PROTOTYPES.items()}
+    top = max(logits.values())
+    weights = {s: np.exp(v - top) for s, v in logits.items()}
+    return float(weights[shape] / sum(weights.values()))
+
+
+def adherence_score(image: np.ndarray, colour: str, shape: str) -> float:
+    """Graded adherence in [0, 1]: over the regions of `colour`, the highest shape probability of `shape`.
+
+    0 when no region has the colour; above 0.5 only where `contains` finds the object too. It
+    moves with how clearly a region has the shape, so a search over few samples sees a change
+    that a hit / miss count would only see as a tie.
+    """
+    return max((shape_probability(f.fill, f.solidity, shape) for f in find_objects(image) if f.colour == colour),
+               default=0.0)
+
+
 def primary_object(caption: str) -> tuple[str, str]:
     """(colour, shape) of a caption's first object: "a <size> <colour> <shape> ..."."""
     m = re.search(rf"\b({'|'.join(COLOURS)})\s+({'|'.join(SHAPES)})\b", caption.lower())

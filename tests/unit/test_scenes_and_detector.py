@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 
@@ -52,3 +53,18 @@ def test_detector_classifies_each_shape():
             assert [(f.colour, f.shape) for f in found] == [(colour, shape)]
     flat = np.full((64, 64, 3), 128, np.uint8)
     assert detector.find_objects(flat) == []
+
+
+def test_adherence_score_is_graded_and_agrees_with_the_hit():
+    from comfyui_ditaccel.accel_core.guidance.scene_detector import adherence_score, shape_probability
+
+    for shape in scenes.SHAPES:
+        scene = scenes.Scene((scenes.SceneObject("green", shape, "large", "in the center"),), "gray")
+        img = scenes.render(scene, 256, random.Random(1))
+        scores = {s: adherence_score(img, "green", s) for s in scenes.SHAPES}
+        assert scores[shape] > 0.5 and max(scores, key=scores.get) == shape, (shape, scores)
+        assert abs(sum(scores.values()) - 1.0) < 1e-6  # one region: the shape probabilities
+        assert adherence_score(img, "red", shape) == 0.0  # no region of the colour
+    # between the circle (0.785) and square (1.0) prototypes the score moves smoothly from one to the other
+    probs = [shape_probability(f, 1.0, "square") for f in np.linspace(0.8, 0.98, 7)]
+    assert all(a < b for a, b in itertools.pairwise(probs)) and probs[0] < 0.5 < probs[-1]
