@@ -38,8 +38,8 @@ import pack  # noqa: F401  (registers comfyui_ditaccel)
 import scenes
 from comfy_client import ComfyClient, decode_png
 from comfyui_ditaccel.accel_core.adapters import WAN21
-from comfyui_ditaccel.accel_core.guidance.head_spec import HeadSelection
-from comfyui_ditaccel.accel_core.guidance.headhunter import Head, search
+from comfyui_ditaccel.accel_core.guidance.head_spec import HeadSelection, parse, resolve
+from comfyui_ditaccel.accel_core.guidance.headhunter import Head, SearchResult, search
 from comfyui_ditaccel.accel_core.guidance.scene_detector import adherence_score
 
 BASELINE = dit_runtime.REPO / "workflows" / "api" / "baseline.json"
@@ -98,14 +98,17 @@ def main() -> int:
     parser.add_argument("--strength", type=float, default=1.0)
     # w = 3 (the paper's SD3 value) on top of CFG 5 lowered adherence for every block of this model
     parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--heads", default="", help="skip the search: evaluate these heads (SoftPAG grammar)")
+    parser.add_argument("--skip-cases", type=int, default=0, help="evaluate on the held-out captions after these")
     parser.add_argument("--out", type=Path, default=dit_runtime.REPO / "out" / "bench_softpag")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     base = json.loads(BASELINE.read_text())
     tune = [(s, 700 + i) for i, s in enumerate(scenes.draw_scenes(31, args.search_cases, "held_out"))]
     tune_caps = {s.caption for s, _ in tune}
-    held = [s for s in scenes.draw_scenes(4242, 4 * args.eval_cases, "held_out") if s.caption not in tune_caps]
-    evals = [(s, 9100 + i) for i, s in enumerate(held[:args.eval_cases])]
+    last = args.skip_cases + args.eval_cases
+    held = [s for s in scenes.draw_scenes(4242, 4 * last, "held_out") if s.caption not in tune_caps]
+    evals = [(s, 9100 + i) for i, s in enumerate(held[:last])][args.skip_cases:]
     u, w, batch = args.strength, args.scale, args.per_caption
     start = time.time()
     with dit_runtime.running_server(cache_none=False) as url:
@@ -118,21 +121,27 @@ def main() -> int:
         def score(heads: frozenset[Head]) -> float:
             return float(np.mean([x.graded for x in samples(tune, spec_of(heads) if heads else None)[0]]))
 
-        pool = [("double_block", b, h) for b in range(BLOCKS) for h in range(HEADS)]
-        result = search(pool, score, args.rounds, args.top_k,
-                        on_round=lambda r, rec: print(f"[search] round {r + 1}: {rec.picked} -> {rec.best:.4f}",
-                                                      flush=True))
-        print(f"[search] CFG only {result.baseline:.4f} ({time.time() - start:.0f} s)", flush=True)
+        if args.heads:
+            given = resolve(parse(args.heads), WAN21, {"double_block": BLOCKS}, HEADS)
+            result = SearchResult(baseline=float("nan"),
+                                  chosen=[(n, b, h) for (n, b), hs in sorted(given.heads.items()) for h in hs])
+        else:
+            pool = [("double_block", b, h) for b in range(BLOCKS) for h in range(HEADS)]
+            result = search(pool, score, args.rounds, args.top_k,
+                            on_round=lambda r, rec: print(f"[search] round {r + 1}: {rec.picked} -> {rec.best:.4f}",
+                                                          flush=True))
+            print(f"[search] CFG only {result.baseline:.4f} ({time.time() - start:.0f} s)", flush=True)
         searched = spec_of(result.chosen)
         layer_level = "; ".join(f"{b}:all" for b in sorted({b for _, b, _ in result.chosen}))
         methods = [("CFG only", None), (f"layer-level PAG ({layer_level})", layer_level),
                    (f"SoftPAG searched ({searched})", searched)]
         evaluated = [(name, *samples(evals, heads)) for name, heads in methods]
     cfg_graded = np.array([x.graded for x in evaluated[0][1]])
-    lines = [f"HeadHunter search: {len(tune)} captions x {batch} samples, {result.evaluations} head sets scored, "
-             f"u = {u:g}, w = {w:g} (on top of CFG 5); search objective (graded adherence): CFG only "
-             f"{result.baseline:.3f}, "
-             + ", ".join(f"round {i + 1} {r.best:.3f}" for i, r in enumerate(result.rounds)), "",
+    head = (f"heads given ({args.heads}), no search; u = {u:g}, w = {w:g} (on top of CFG 5)" if args.heads else
+            f"HeadHunter search: {len(tune)} captions x {batch} samples, {result.evaluations} head sets scored, "
+            f"u = {u:g}, w = {w:g} (on top of CFG 5); search objective (graded adherence): CFG only "
+            f"{result.baseline:.3f}, " + ", ".join(f"round {i + 1} {r.best:.3f}" for i, r in enumerate(result.rounds)))
+    lines = [head, "",
              f"| method ({len(evals)} held-out captions x {batch} samples) | adherence: object found | "
              "graded adherence | graded minus CFG's (same samples) | model calls per step |",
              "|---|---:|---:|---:|---:|"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 
+import dit_runtime
 import numpy as np
 import pytest
 from comfy_client import ExecutionFailed, PromptRejected, decode_png
@@ -90,3 +92,24 @@ def test_headhunter_refuses_a_caption_outside_the_grammar(client, baseline_promp
     with pytest.raises(PromptRejected) as err:
         client.submit(headhunter_graph(baseline_prompt, "adherence", "a photo of a cat"))
     assert "caption" in str(err.value) and "names no '<colour> <shape>'" in str(err.value)
+
+
+def test_softpag_example_workflow_guides_with_the_searched_heads(client, baseline_prompt):
+    prompt = json.loads((dit_runtime.REPO / "workflows" / "api" / "softpag.json").read_text())  # as shipped
+    result = client.run(prompt)
+    text = result.node_output("50")["text"][0]
+    assert "SoftPAG(heads='0:0; 5:1'" in text and "56 model calls" in text  # 28 steps, one perturbed pass each
+    guided = sorted((decode_png(b) for b in result.images), key=lambda a: a.shape)[0]
+    assert guided.shape == (256, 256, 3)
+    assert not np.array_equal(guided, image(client, baseline_prompt))
+
+
+def test_headhunter_example_workflow_feeds_its_heads_to_softpag(client):
+    prompt = json.loads((dit_runtime.REPO / "workflows" / "api" / "headhunter.json").read_text())
+    prompt = set_steps(prompt, 3)
+    prompt["60"]["inputs"]["steps"] = 3  # as shipped but short: 13 head sets x 2 seeds
+    result = client.run(prompt)
+    text = result.node_output("60")["text"][0]
+    assert "13 scored head sets" in text
+    chosen = text.splitlines()[0].split("chosen heads: ")[1]
+    assert 1 <= len([e for e in chosen.split(";") if e.strip()]) <= 2  # two heads, maybe of one block
