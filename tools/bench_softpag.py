@@ -32,7 +32,6 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import detector
 import dit_runtime
 import pack  # noqa: F401  (registers comfyui_ditaccel)
 import scenes
@@ -40,7 +39,7 @@ from comfy_client import ComfyClient, decode_png
 from comfyui_ditaccel.accel_core.adapters import WAN21
 from comfyui_ditaccel.accel_core.guidance.head_spec import HeadSelection, parse, resolve
 from comfyui_ditaccel.accel_core.guidance.headhunter import Head, SearchResult, search
-from comfyui_ditaccel.accel_core.guidance.scene_detector import adherence_score
+from comfyui_ditaccel.accel_core.guidance.scene_detector import find_objects, graded_adherence, has_object
 
 BASELINE = dit_runtime.REPO / "workflows" / "api" / "baseline.json"
 POSITIVE, LATENT, SAMPLER, SHIFT, GUIDE, RECORD, REPORT = "3", "5", "6", "10", "40", "41", "50"
@@ -84,7 +83,8 @@ def run(client: ComfyClient, base: dict, scene: scenes.Scene, seed: int, heads: 
     samples = []
     for png in result.images:
         image = decode_png(png)
-        samples.append(Sample(image, detector.adheres(image, scene), adherence_score(image, colour, shape)))
+        found = find_objects(image)  # once per image: both measures read the same regions
+        samples.append(Sample(image, has_object(found, colour, shape), graded_adherence(found, colour, shape)))
     return samples, int(m.group(3)) / int(m.group(2))
 
 
@@ -123,10 +123,9 @@ def main() -> int:
 
         if args.heads:
             given = resolve(parse(args.heads), WAN21, {"double_block": BLOCKS}, HEADS)
-            result = SearchResult(baseline=float("nan"),
-                                  chosen=[(n, b, h) for (n, b), hs in sorted(given.heads.items()) for h in hs])
+            result = SearchResult(baseline=float("nan"), chosen=given.triples())
         else:
-            pool = [("double_block", b, h) for b in range(BLOCKS) for h in range(HEADS)]
+            pool = HeadSelection.every_head({"double_block": BLOCKS}, HEADS).triples()
             result = search(pool, score, args.rounds, args.top_k,
                             on_round=lambda r, rec: print(f"[search] round {r + 1}: {rec.picked} -> {rec.best:.4f}",
                                                           flush=True))

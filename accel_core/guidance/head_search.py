@@ -55,8 +55,7 @@ def candidate_heads(model: Any, layers: str) -> tuple[list[Head], HeadSelection,
             selection = selection_for(model, adapter, layers)
     except HeadSpecError as e:
         raise HeadSpecError(str(e).replace("heads:", "layers:", 1)) from None
-    pool = [(name, block, h) for (name, block), heads in sorted(selection.heads.items()) for h in heads]
-    return pool, selection, adapter
+    return selection.triples(), selection, adapter
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,10 @@ class HeadSelection:
             grouped.setdefault((name, block), set()).add(head)
         return cls({k: tuple(sorted(v)) for k, v in grouped.items()}, num_heads)
 
+    def triples(self) -> list[tuple[str, int, int]]:
+        """(replace name, block, head) per selected head, in block order: the inverse of `from_heads`."""
+        return [(name, block, h) for (name, block), heads in sorted(self.heads.items()) for h in heads]
+
     @classmethod
     def every_head(cls, block_counts: dict[str, int], num_heads: int) -> HeadSelection:
         return cls({(name, i): tuple(range(num_heads)) for name, n in block_counts.items() for i in range(n)},

@@ -100,7 +100,11 @@ def find_objects(image: np.ndarray) -> list[Found]:
 
 
 def contains(image: np.ndarray, colour: str, shape: str) -> bool:
-    return any(f.colour == colour and f.shape == shape for f in find_objects(image))
+    return has_object(find_objects(image), colour, shape)
+
+
+def has_object(found: list[Found], colour: str, shape: str) -> bool:
+    return any(f.colour == colour and f.shape == shape for f in found)
 
 
 SHAPE_TEMPERATURE = 0.02  # squared (fill, solidity) distance; the closest prototypes are 0.046 apart
@@ -121,8 +125,12 @@ def adherence_score(image: np.ndarray, colour: str, shape: str) -> float:
     moves with how clearly a region has the shape, so a search over few samples sees a change
     that a hit / miss count would only see as a tie.
     """
-    return max((shape_probability(f.fill, f.solidity, shape) for f in find_objects(image) if f.colour == colour),
-               default=0.0)
+    return graded_adherence(find_objects(image), colour, shape)
+
+
+def graded_adherence(found: list[Found], colour: str, shape: str) -> float:
+    """`adherence_score` on regions already found (`find_objects`)."""
+    return max((shape_probability(f.fill, f.solidity, shape) for f in found if f.colour == colour), default=0.0)
 
 
 def primary_object(caption: str) -> tuple[str, str]:
