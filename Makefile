@@ -17,7 +17,7 @@ $(VENV)/.installed: requirements-dev.txt requirements.txt
 venv: $(VENV)/.installed
 
 prepare: venv
-	$(VPY) tools/dit_runtime.py prepare
+	$(VPY) -m tools.runtime prepare
 
 lint: venv
 	$(VPY) -m ruff check .
@@ -32,10 +32,10 @@ integration: prepare
 	$(VPY) -m pytest tests/integration
 
 demo: prepare
-	$(VPY) tools/dit_runtime.py demo
+	$(VPY) -m tools.runtime demo
 
 serve: prepare
-	$(VPY) tools/dit_runtime.py serve --port $(PORT)
+	$(VPY) -m tools.runtime serve --port $(PORT)
 
 clean:
 	rm -rf .comfy out

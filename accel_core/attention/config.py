@@ -35,7 +35,7 @@ class SparseAttentionConfig:
                 f"dense blocks {self.dense_blocks}")
 
 
-# Calibrated on the embedded model at 1024 px (tools/bench_sparse_e2e.py --split tune).
+# Calibrated on the embedded model at 1024 px (tools/benchmarks/bench_sparse_e2e.py --split tune).
 PRESETS: dict[str, dict[str, float | int]] = {
     "quality": {"density": 0.3, "dense_steps": 6, "dense_blocks": 1},
     "balanced": {"density": 0.2, "dense_steps": 4, "dense_blocks": 1},

@@ -1,14 +1,14 @@
 """Named settings of the caching methods: `quality`, `balanced`, `fast`, and `custom` (raw inputs).
 
-Picked from `tools/sweep_caching.py` (quality and FLOPs in process on the "tune" captions and
-seeds; `tools/bench_caching.py --sweep --split tune` times the same grid on the server; the
+Picked from `tools/benchmarks/sweep_caching.py` (quality and FLOPs in process on the "tune" captions and
+seeds; `tools/benchmarks/bench_caching.py --sweep --split tune` times the same grid on the server; the
 README's table is measured on other captions and seeds) on the embedded model at 28 and 50 euler steps. The values
 are given for 28 steps and scale with the run's step count (`reference_steps`): warm-ups in
 proportion, intervals and skip limits with the square root of the step ratio (schedule.scaled_gap).
 TaylorSeer's presets use the adaptive schedule: it places its full steps better than the fixed
 interval that was `balanced` before (interval 5, warm-up 4), on held-out captions 39.9 dB at 34 %
 FLOPs against 36.7 dB at 32 % at 28 steps, 32.6 dB at 24 % against 30.3 dB at 28 % at 50 steps
-(tools/bench_caching.py); the thresholds come from tools/sweep_caching.py --only adaptive.
+(tools/benchmarks/bench_caching.py); the thresholds come from tools/benchmarks/sweep_caching.py --only adaptive.
 On the embedded model TaylorSeer's order 0 (reuse the last full step's output) measured best at
 every interval; orders 1 and 2 extrapolate its features badly over 3+ steps, so the presets use 0
 (raise `order` with `custom` on models whose features change smoothly, as the paper's FLUX runs

@@ -4,8 +4,8 @@ Pixels take the nearest palette colour (object colours and backgrounds); each co
 region of an object colour is classified by two rotation-invariant features of its mask:
 fill = area / minimum-area enclosing rectangle (circle 0.79, square 1.0, triangle 0.5,
 cross 0.57) and solidity = area / convex-hull area (1.0 for the convex shapes, 0.72 for the
-cross). The palette and shapes are the embedded model's caption grammar (tools/scenes.py
-draws with them); tools/detector.py validates the detector on ground-truth renders. It lives
+cross). The palette and shapes are the embedded model's caption grammar (tools/training/scenes.py
+draws with them); tools/training/detector.py validates the detector on ground-truth renders. It lives
 in the pack because the head search (DiTAccelHeadHunter) offers prompt adherence as an objective.
 """
 

@@ -17,7 +17,7 @@ the next sigma of `sample_sigmas`; it assumes one model evaluation per step (eul
 samplers): with Heun-type samplers it lands on the corrector's evaluation, at half strength.
 
 The paper's 4x / 7x presets also run fewer steps (18 / 11 instead of 50): here the step count is
-the sampler's; `tools/bench_spatial.py` measures both at the same steps and at 11 and 18.
+the sampler's; `tools/benchmarks/bench_spatial.py` measures both at the same steps and at 11 and 18.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Named settings of the spatial methods: `quality`, `balanced`, `fast`, and `custom` (raw inputs).
 
-Picked with `tools/bench_spatial.py --sweep --split tune` on the embedded model at 28 euler
+Picked with `tools/benchmarks/bench_spatial.py --sweep --split tune` on the embedded model at 28 euler
 steps (the README's table is measured on other captions and seeds). RAS's warm-up is given for
 28 steps and scales with the run's step count. On that model RAS ranks best in the paper's
 direction (skip the slowest-changing regions: high_ratio 0, 2-8 dB above the reference code's

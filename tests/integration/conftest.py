@@ -5,9 +5,10 @@ from __future__ import annotations
 import copy
 import json
 
-import dit_runtime
 import pytest
-from comfy_client import ComfyClient
+
+from tools.runtime import dit_runtime
+from tools.runtime.comfy_client import ComfyClient
 
 
 @pytest.fixture(scope="session")

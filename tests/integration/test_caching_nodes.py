@@ -5,11 +5,12 @@ from __future__ import annotations
 import copy
 import json
 
-import dit_runtime
 import numpy as np
 import pytest
-from comfy_client import ComfyError, PromptRejected, decode_png
 from graphs import add_report, insert_model_node, set_steps
+
+from tools.runtime import dit_runtime
+from tools.runtime.comfy_client import ComfyError, PromptRejected, decode_png
 
 NODES = {
     "DiTAccelTaylorSeer": {"preset": "fast"},

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dit_runtime
-import model_files
 import numpy as np
-import scenes
-from comfy_client import decode_png
-from detector import colour_adheres
-from embedded_eval import with_caption
+
+from tools.benchmarks.embedded_eval import with_caption
+from tools.runtime import dit_runtime, model_files
+from tools.runtime.comfy_client import decode_png
+from tools.training import scenes
+from tools.training.detector import colour_adheres
 
 MODEL_BYTES_LIMIT = 40 * 1024 * 1024
 
@@ -20,7 +20,7 @@ def test_model_files_in_git_stay_within_40_mb():
 
 
 def test_captions_steer_the_trained_model(client, baseline_prompt):
-    # Prompt adherence is measured by tools/embedded_eval.py (README); it does not meet issue 3's
+    # Prompt adherence is measured by tools/benchmarks/embedded_eval.py (README); it does not meet issue 3's
     # bar yet, so CI checks what holds: real, caption-dependent, coloured images.
     held_out = scenes.draw_scenes(31337, 6, "held_out", max_objects=1)
     images = [decode_png(client.run(with_caption(baseline_prompt, s.caption, seed=500)).images[0])

@@ -1,4 +1,4 @@
-"""The per-family baseline graphs and the Flux method graphs (tools/family_workflows.py) against the
+"""The per-family baseline graphs and the Flux method graphs (tools/workflows/family_workflows.py) against the
 server's node schemas: every node exists, links join matching types, widget values are allowed.
 
 They name the model files of ComfyUI's own examples, which are not here, so they are checked, not run."""
@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 
-import dit_runtime
-import family_workflows
 import pytest
+
+from tools.runtime import dit_runtime
+from tools.workflows import family_workflows
 
 FILE_INPUTS = {"unet_name", "clip_name", "clip_name1", "clip_name2", "clip_name3", "clip_name4", "vae_name",
                "ckpt_name"}
@@ -18,7 +19,7 @@ FILE_INPUTS = {"unet_name", "clip_name", "clip_name1", "clip_name2", "clip_name3
 def test_the_files_are_what_the_tool_writes():
     for name, graph in family_workflows.graphs().items():
         path = dit_runtime.REPO / "workflows" / "api" / f"{name}.json"
-        assert json.loads(path.read_text()) == graph, f"{path.name} is stale: run tools/family_workflows.py"
+        assert json.loads(path.read_text()) == graph, f"{path.name} is stale: run tools/workflows/family_workflows.py"
         assert (dit_runtime.REPO / "workflows" / f"{name}.json").is_file(), f"no UI file for {name}"
 
 

@@ -9,14 +9,15 @@ import sys
 import time
 import urllib.request
 
-import dit_runtime
 import pytest
 
-CLI = [sys.executable, str(dit_runtime.REPO / "tools" / "dit_runtime.py")]
+from tools.runtime import dit_runtime
+
+CLI = [sys.executable, "-m", "tools.runtime"]  # as `make` runs it, from the repository root
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=dit_runtime.REPO,
                           env={**os.environ, **(env or {})})
 
 
@@ -50,7 +51,7 @@ def test_missing_model_file(tmp_path):
 
 def test_serve_answers():
     port = dit_runtime.free_port()
-    proc = subprocess.Popen([*CLI, "serve", "--port", str(port)], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([*CLI, "serve", "--port", str(port)], cwd=dit_runtime.REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 180

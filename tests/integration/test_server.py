@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
-import dit_runtime
 import numpy as np
 import pytest
-from comfy_client import PromptRejected, decode_png
 from graphs import LOADER, SAMPLER, add_report, insert_model_node, set_steps
-from workflow_ui import strip_meta, ui_to_api
+
+from tools.runtime import dit_runtime
+from tools.runtime.comfy_client import PromptRejected, decode_png
+from tools.workflows.workflow_ui import strip_meta, ui_to_api
 
 OUR_NODES = ("DiTAccelReport", "DiTAccelRecord", "DiTAccelTaylorSeer", "DiTAccelCGTaylor", "DiTAccelFirstBlockCache",
              "DiTAccelSoftPAG", "DiTAccelHeadHunter", "DiTAccelSparseAttention")

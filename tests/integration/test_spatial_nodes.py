@@ -5,11 +5,12 @@ from __future__ import annotations
 import copy
 import json
 
-import dit_runtime
 import numpy as np
 import pytest
-from comfy_client import ExecutionFailed, PromptRejected, decode_png
 from graphs import LOADER, add_report, insert_model_node, set_steps
+
+from tools.runtime import dit_runtime
+from tools.runtime.comfy_client import ExecutionFailed, PromptRejected, decode_png
 
 STEPS = 8
 NODES = {"DiTAccelRAS": {"preset": "custom", "sample_ratio": 0.3, "warmup_steps": 2, "dense_steps": 1},

@@ -6,14 +6,14 @@ import copy
 import io
 import json
 
-import dit_runtime
-import model_files
 import numpy as np
 import torch
-from comfy_client import decode_png
 from comfyui_ditaccel.accel_core.metrics import psnr
 from graphs import add_report, insert_model_node, set_steps
 from PIL import Image
+
+from tools.runtime import dit_runtime, model_files
+from tools.runtime.comfy_client import decode_png
 
 FRAMES, SIZE, STEPS = 9, 128, 12
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from comfy_fixtures import WAN_FILE, ProbeMethod, ProbeState, conditioning, load_model, sample
+from comfy_fixtures import ProbeMethod, ProbeState
 from comfyui_ditaccel.accel_core import comfy_patch
 from comfyui_ditaccel.accel_core.adapters import WAN21, UnsupportedModelError, adapter_for
 from comfyui_ditaccel.accel_core.comfy_patch import (
@@ -16,6 +16,8 @@ from comfyui_ditaccel.accel_core.comfy_patch import (
     set_attention_override,
     set_block_patches,
 )
+
+from tools.runtime.sampling import WAN_FILE, conditioning, load_model, sample
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,9 @@
-"""The method x family matrix (tools/family_matrix.py) on real ComfyUI, and the README's copy of it."""
+"""The method x family matrix (tools/benchmarks/family_matrix.py) on real ComfyUI, and the README's copy of it."""
 
 from __future__ import annotations
 
-import dit_runtime
-import family_matrix
+from tools.benchmarks import family_matrix
+from tools.runtime import dit_runtime
 
 
 def test_every_method_engages_on_every_family_or_gives_its_documented_reason():
@@ -15,4 +15,4 @@ def test_every_method_engages_on_every_family_or_gives_its_documented_reason():
     for method in ("TaylorSeer", "SoftPAG", "SparseAttention"):
         assert all(c.engaged and c.ok for c in cells if c.method == method), method
     readme = (dit_runtime.REPO / "README.md").read_text()
-    assert family_matrix.markdown(cells) in readme, "README matrix is stale: run tools/family_matrix.py"
+    assert family_matrix.markdown(cells) in readme, "README matrix is stale: run tools/benchmarks/family_matrix.py"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import dit_runtime
 import pytest
 import torch
-from comfy_fixtures import conditioning, sample
 from comfyui_ditaccel.accel_core.adapters import FLUX, find_adapter
 from comfyui_ditaccel.accel_core.comfy_patch import attach, report_holder, set_attention_override, set_block_patches
+
+from tools.runtime import dit_runtime
+from tools.runtime.sampling import conditioning, sample
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """HiDream-I1 reduced to 2 double + 2 single blocks at width 128 (4 heads of 32, MoE 2 of 4 experts), random
 weights: plumbing on real ComfyUI.
 
-The test model is built in process from ComfyUI's own classes (tools/hidream_model.py): 0.3.75's
+The test model is built in process from ComfyUI's own classes (tools/runtime/hidream_model.py): 0.3.75's
 detection fixes HiDream's depth and width (16 + 32 blocks at 2560, ~17B parameters), so no small
 file loads as HiDream through the stock loader. 0.3.75's forward calls the blocks directly, by
 keyword, double blocks returning (image, text) tuples: the pack routes the calls through
@@ -14,11 +14,12 @@ import dataclasses
 
 import pytest
 import torch
-from comfy_fixtures import sample
 from comfyui_ditaccel.accel_core.adapters import HIDREAM, UnsupportedModelError, find_adapter
 from comfyui_ditaccel.accel_core.comfy_patch import attach, report_holder, set_attention_override, set_block_patches
 from comfyui_ditaccel.accel_core.module_wrap import BlockCallHook
-from hidream_model import hidream_conditioning, make_hidream_tiny
+
+from tools.runtime.hidream_model import hidream_conditioning, make_hidream_tiny
+from tools.runtime.sampling import sample
 
 SIZE = (64, 64)  # 8 x 8 latent -> 4 x 4 = 16 image tokens
 T5, LLAMA = 5, 4  # text tokens per conditioning: T5, and per Llama layer

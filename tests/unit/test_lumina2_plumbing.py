@@ -3,13 +3,14 @@ patches_replace by an object patch (0.3.75's forward calls its layers directly).
 
 from __future__ import annotations
 
-import dit_runtime
 import pytest
 import torch
-from comfy_fixtures import conditioning, sample
 from comfyui_ditaccel.accel_core.adapters import LUMINA2, find_adapter
 from comfyui_ditaccel.accel_core.comfy_patch import attach, report_holder, set_attention_override, set_block_patches
 from comfyui_ditaccel.accel_core.module_wrap import BlockCallHook
+
+from tools.runtime import dit_runtime
+from tools.runtime.sampling import conditioning, sample
 
 TEXT = 2304  # Gemma 2 2B's hidden size: what the model's text input takes
 

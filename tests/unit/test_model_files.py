@@ -6,10 +6,10 @@ import json
 import math
 import struct
 
-import dit_runtime
-import model_files
 import numpy as np
 import pytest
+
+from tools.runtime import dit_runtime, model_files
 
 
 def test_seeded_stream_is_pcg64_raw_bits():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from comfy_fixtures import WAN_FILE, load_model, sample
 from comfyui_ditaccel.accel_core.adapters import UnsupportedModelError
 from comfyui_ditaccel.accel_core.caching.apply import apply_taylorseer
 from comfyui_ditaccel.accel_core.caching.taylorseer import TaylorSeerConfig
@@ -12,6 +11,8 @@ from comfyui_ditaccel.accel_core.comfy_patch import report_holder
 from comfyui_ditaccel.accel_core.metrics import psnr
 from comfyui_ditaccel.accel_core.spatial.apply import apply_ras
 from comfyui_ditaccel.accel_core.spatial.ras import RASConfig
+
+from tools.runtime.sampling import WAN_FILE, load_model, sample
 
 SIZE = (128, 128)  # 16 x 16 latent → 8 x 8 = 64 image tokens
 STEPS = 8
@@ -92,7 +93,8 @@ def test_stacks_with_taylorseer_in_either_order(wan, baseline, ras_first):
 
 def test_unsupported_family_is_refused_naming_what_is_supported():
     import comfy.sd
-    import dit_runtime
+
+    from tools.runtime import dit_runtime
 
     sd3 = comfy.sd.load_diffusion_model(str(dit_runtime.ensure_sd3_tiny()))
     with pytest.raises(UnsupportedModelError, match=r"DiTAccelRAS.*SD3.*Supported: Wan"):

@@ -6,9 +6,9 @@ import itertools
 import random
 import re
 
-import detector
 import numpy as np
-import scenes
+
+from tools.training import detector, scenes
 
 PHRASE = (r"a (small|large) (" + "|".join(scenes.COLOURS) + r") (" + "|".join(scenes.SHAPES) + r") ("
           + "|".join(scenes.POSITIONS) + ")")

@@ -6,7 +6,6 @@ import itertools
 
 import pytest
 import torch
-from comfy_fixtures import WAN_FILE, load_model, sample
 from comfyui_ditaccel.accel_core.adapters import FLUX, WAN21
 from comfyui_ditaccel.accel_core.caching.apply import apply_taylorseer
 from comfyui_ditaccel.accel_core.caching.taylorseer import TaylorSeerConfig
@@ -14,6 +13,8 @@ from comfyui_ditaccel.accel_core.comfy_patch import report_holder
 from comfyui_ditaccel.accel_core.guidance.apply import apply_softpag
 from comfyui_ditaccel.accel_core.guidance.head_spec import HeadEntry, HeadSpecError, parse, resolve
 from comfyui_ditaccel.accel_core.guidance.softpag import SoftPAGConfig, mix_heads
+
+from tools.runtime.sampling import WAN_FILE, load_model, sample
 
 
 def test_grammar_examples_parse():

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from comfy_fixtures import WAN_FILE, attention_counts, load_model, sample
+from comfy_fixtures import attention_counts
 from comfyui_ditaccel.accel_core.attention.apply import apply_sparse_attention
 from comfyui_ditaccel.accel_core.attention.config import SparseAttentionConfig
 from comfyui_ditaccel.accel_core.caching.apply import apply_taylorseer
 from comfyui_ditaccel.accel_core.caching.taylorseer import TaylorSeerConfig
 from comfyui_ditaccel.accel_core.comfy_patch import report_holder
 from comfyui_ditaccel.accel_core.metrics import psnr
+
+from tools.runtime.sampling import WAN_FILE, load_model, sample
 
 SIZE = (256, 256)  # 32 x 32 latent → 16 x 16 = 256 image tokens: four 8 x 8 query tiles
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 from comfy.patcher_extension import WrappersMP
-from comfy_fixtures import WAN_FILE, load_model, sample
 from comfyui_ditaccel.accel_core.adapters import WAN21
 from comfyui_ditaccel.accel_core.caching.apply import apply_cg_taylor, apply_first_block_cache, apply_taylorseer
 from comfyui_ditaccel.accel_core.caching.first_block import CGTaylorConfig, FirstBlockCacheConfig
 from comfyui_ditaccel.accel_core.caching.taylorseer import TaylorSeerConfig
 from comfyui_ditaccel.accel_core.comfy_patch import attach, report_holder, set_block_patches
+
+from tools.runtime.sampling import WAN_FILE, load_model, sample
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import comfy.sample
 import pytest
 import torch
-from comfy_fixtures import WAN_FILE, conditioning, load_model
 from comfyui_ditaccel.accel_core.caching.apply import apply_taylorseer
 from comfyui_ditaccel.accel_core.caching.taylorseer import TaylorSeerConfig
 from comfyui_ditaccel.accel_core.comfy_patch import report_holder
+
+from tools.runtime.sampling import WAN_FILE, conditioning, load_model
 
 STEPS, SWITCH = 12, 6
 

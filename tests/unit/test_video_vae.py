@@ -1,14 +1,14 @@
 """The embedded VAE's video training left its image path alone: one frame never reaches the weights
-tools/train_video.py trained, so every image figure measured before it still holds."""
+tools/training/train_video.py trained, so every image figure measured before it still holds."""
 
 from __future__ import annotations
 
 import comfy.sd
 import comfy.utils
-import dit_runtime
-import model_files
 import pytest
 import torch
+
+from tools.runtime import dit_runtime, model_files
 
 
 def video_only(name: str, tensor: torch.Tensor) -> torch.Tensor | None:

@@ -4,14 +4,16 @@ Lumina 2's; sparse attention must find the image between the paddings."""
 
 from __future__ import annotations
 
-import dit_runtime
 import pytest
 import torch
-from comfy_fixtures import attention_counts, conditioning, sample
+from comfy_fixtures import attention_counts
 from comfyui_ditaccel.accel_core.adapters import LUMINA2, find_adapter
 from comfyui_ditaccel.accel_core.attention.apply import apply_sparse_attention, joint_image_start
 from comfyui_ditaccel.accel_core.attention.config import SparseAttentionConfig
 from comfyui_ditaccel.accel_core.comfy_patch import report_holder
+
+from tools.runtime import dit_runtime
+from tools.runtime.sampling import conditioning, sample
 
 TEXT = 2560  # Qwen3 4B's hidden size: what the model's text input takes
 # 128 x 112 px: 8 x 7 = 56 image tokens, padded to 64; 5 text tokens, padded to 32

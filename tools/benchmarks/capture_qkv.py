@@ -6,7 +6,7 @@ run in-process on real ComfyUI with an attention override that stores the self-a
 inputs of the chosen blocks. Output: out/qkv/qkv_<tokens>.pt with {"q", "k", "v"} per block,
 each (B=2 [cond, uncond], heads, tokens, head dim) fp32, and the token grid.
 
-    .venv/bin/python tools/capture_qkv.py --sizes 512 1024 2048
+    .venv/bin/python -m tools.benchmarks.capture_qkv --sizes 512 1024 2048
 """
 
 from __future__ import annotations
@@ -15,14 +15,13 @@ import argparse
 import random
 from pathlib import Path
 
-import pack  # noqa: F401  (registers the pack for the imports below)
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from tools import REPO
 
 
 def _comfy():
-    import dit_runtime
+    from tools.runtime import dit_runtime
 
     dit_runtime.in_process()
     import comfy.sample
@@ -35,9 +34,10 @@ def _comfy():
 
 def capture(size: int, blocks: tuple[int, ...], step: int, steps: int, seed: int, frames: int = 1) -> dict:
     comfy, sampling_sd3, dit_runtime = _comfy()
-    import model_files
     import numpy as np
-    import scenes
+
+    from tools.runtime import model_files
+    from tools.training import scenes
 
     models = dit_runtime.layout().models
     dit = model_files.WAN_VIDEO_DIT_FILE if frames > 1 else model_files.WAN_DIT_FILE

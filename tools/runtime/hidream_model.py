@@ -53,7 +53,8 @@ def make_hidream_tiny(seed: int = SEED) -> Any:
     import comfy.model_patcher
     import comfy.ops
     import comfy.utils
-    import model_files
+
+    from tools.runtime import model_files
 
     config = {k: v for k, v in HIDREAM_TINY.items() if k != "image_model"}
     # names and shapes from ComfyUI's own class on the meta device (no memory), values from the

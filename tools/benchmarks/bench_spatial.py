@@ -1,9 +1,9 @@
 """Benchmark the spatial nodes (RAS, JiT) against the baseline, their fair controls and EasyCache.
 
-    .venv/bin/python tools/bench_spatial.py [--steps 28] [--cases 4] [--reps 3] [--out out/bench_spatial]
-    .venv/bin/python tools/bench_spatial.py --sweep --split tune   # the grid the presets were picked from
+    .venv/bin/python -m tools.benchmarks.bench_spatial [--steps 28] [--cases 4] [--reps 3] [--out out/bench_spatial]
+    .venv/bin/python -m tools.benchmarks.bench_spatial --sweep --split tune   # the grid the presets were picked from
 
-Same server, alternation, held-out captions and seeds, and columns as tools/bench_caching.py
+Same server, alternation, held-out captions and seeds, and columns as tools/benchmarks/bench_caching.py
 (speed-up of the whole prompt, transformer FLOPs run, PSNR / SSIM of the decoded image against
 the baseline's, the fair control: plain sampling with as many full-token model evaluations).
 Writes OUT/table_*.md, OUT/results_*.json and OUT/speed_vs_psnr_*.png.
@@ -18,11 +18,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import bench_caching as bc
-import dit_runtime
-from comfy_client import ComfyClient
+from tools.benchmarks import bench_caching as bc
+from tools.runtime import dit_runtime
+from tools.runtime.comfy_client import ComfyClient
 
 Config = bc.Config
 JIT_ONLY = "--jit-only" in sys.argv
@@ -69,7 +67,6 @@ def configs(sweep: bool) -> list[Config]:
 
 
 def _balanced_ras() -> dict:
-    import pack  # noqa: F401  (registers comfyui_ditaccel)
     from comfyui_ditaccel.accel_core.spatial.presets import RAS
 
     c = RAS["balanced"]
@@ -78,7 +75,6 @@ def _balanced_ras() -> dict:
 
 
 def _paper_jit() -> dict:
-    import pack  # noqa: F401
     from comfyui_ditaccel.accel_core.spatial.presets import JIT_PAPER as c
 
     return {"stages": ", ".join(f"{v:g}" for v in c.stages), "densities": ", ".join(f"{v:g}" for v in c.densities),

@@ -1,6 +1,6 @@
 """Measure the embedded model on the real ComfyUI graph: prompt adherence, caption grid, timing.
 
-    .venv/bin/python tools/embedded_eval.py [--captions 60] [--out out/eval]
+    .venv/bin/python -m tools.benchmarks.embedded_eval [--captions 60] [--out out/eval]
 
 Prints (and writes to OUT/embedded_eval.json):
   - the detector's accuracy on ground-truth renders of held-out captions, and its chance level;
@@ -24,12 +24,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import detector
-import dit_runtime
-import scenes
-from comfy_client import ComfyClient, decode_png
+from tools.runtime import dit_runtime
+from tools.runtime.comfy_client import ComfyClient, decode_png
+from tools.training import detector, scenes
 
 BASELINE = dit_runtime.REPO / "workflows" / "api" / "baseline.json"
 POSITIVE, NEGATIVE, SAMPLER, SAVE = "3", "4", "6", "9"

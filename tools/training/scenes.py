@@ -17,7 +17,6 @@ import random
 from dataclasses import dataclass
 
 import numpy as np
-import pack  # noqa: F401  (registers comfyui_ditaccel)
 from comfyui_ditaccel.accel_core.guidance.scene_detector import BACKGROUNDS, COLOURS, SHAPES
 from PIL import Image, ImageDraw
 

@@ -1,8 +1,8 @@
 """Quality of every method on the trained Wan models: each node at its defaults, PSNR against the baseline.
 
-    .venv/bin/python tools/quality_matrix.py [--cases 2] [--steps 28] [--frames 17] [--video-size 256]
+    .venv/bin/python -m tools.benchmarks.quality_matrix [--cases 2] [--steps 28] [--frames 17] [--video-size 256]
 
-The family matrix (tools/family_matrix.py) shows that each method engages on each family; on
+The family matrix (tools/benchmarks/family_matrix.py) shows that each method engages on each family; on
 the families made of random weights that is all it can show. The Wan family has trained models,
 so this runs each node as a user drops it in (its defaults: preset `balanced`, sparse attention's
 method `draft`) on both: the embedded image model (256 px, 256 image tokens) and the video model (a clip of `--frames`
@@ -10,7 +10,7 @@ frames, by default 17 at 256 px: 5 latent frames x 256 = 1280 image tokens, enou
 attention, which stays dense below 1024). One ComfyUI server, held-out captions and seeds,
 each configuration after its baseline; PSNR / SSIM of the decoded image or clip against the
 baseline's, and the bar the issues set for that method at its defaults. SoftPAG is guidance: it
-changes the image on purpose, so its measure is prompt adherence (tools/bench_softpag.py).
+changes the image on purpose, so its measure is prompt adherence (tools/benchmarks/bench_softpag.py).
 """
 
 from __future__ import annotations
@@ -18,16 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import bench_caching as bc
-import dit_runtime
-import pack  # noqa: F401
-from comfy_client import ComfyClient
+from tools.benchmarks import bench_caching as bc
+from tools.runtime import dit_runtime
+from tools.runtime.comfy_client import ComfyClient
 
 
 @dataclass(frozen=True)
@@ -103,7 +99,7 @@ def markdown(targets: list[Target], cells: dict[str, dict[str, Cell]]) -> str:
         lines.append(f"| {m.name} | ≥ {m.bar_db:g} dB, {m.bar_source} | " + " | ".join(parts)
                      + f" | {', '.join(met)} |")
     lines.append("| SoftPAG | guidance: changes the image on purpose; measured by prompt adherence "
-                 "(tools/bench_softpag.py) |" + " - |" * len(targets) + " - |")
+                 "(tools/benchmarks/bench_softpag.py) |" + " - |" * len(targets) + " - |")
     return "\n".join(lines)
 
 

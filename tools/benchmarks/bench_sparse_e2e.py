@@ -1,7 +1,7 @@
 """Sparse attention end to end on the embedded model at four times its width and height.
 
-    .venv/bin/python tools/bench_sparse_e2e.py [--size 1024] [--steps 28] [--cases 1] [--reps 2]
-    .venv/bin/python tools/bench_sparse_e2e.py --frames 17 --size 512   # the video model: 5 x 1024 tokens
+    .venv/bin/python -m tools.benchmarks.bench_sparse_e2e [--size 1024] [--steps 28] [--cases 1] [--reps 2]
+    .venv/bin/python -m tools.benchmarks.bench_sparse_e2e --frames 17 --size 512   # the video model: 5 x 1024 tokens
 
 At 1024 px the embedded model sees 64 x 64 = 4096 image tokens (16x its default), where
 attention is most of the transformer's work, as in real video models. One ComfyUI server,
@@ -18,17 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import bench_caching as bc
-import dit_runtime
-import pack  # noqa: F401
-from comfy_client import ComfyClient
 from comfyui_ditaccel.accel_core.attention.config import PRESETS
+
+from tools.benchmarks import bench_caching as bc
+from tools.runtime import dit_runtime
+from tools.runtime.comfy_client import ComfyClient
 
 LATENT = "5"
 DIM, BLOCKS, TEXT_TOKENS = 256, 6, 77  # the embedded model

@@ -1,8 +1,8 @@
 """Benchmark the caching nodes against the baseline and ComfyUI's EasyCache / LazyCache.
 
-    .venv/bin/python tools/bench_caching.py [--steps 28] [--cases 4] [--reps 3] [--out out/bench_caching]
-    .venv/bin/python tools/bench_caching.py --sweep          # the grid the presets were picked from
-    .venv/bin/python tools/bench_caching.py --video 9        # the video model on 9-frame clips (PSNR over all frames)
+    .venv/bin/python -m tools.benchmarks.bench_caching [--steps 28] [--cases 4] [--reps 3] [--out out/bench_caching]
+    .venv/bin/python -m tools.benchmarks.bench_caching --sweep          # the grid the presets were picked from
+    .venv/bin/python -m tools.benchmarks.bench_caching --video 9   # the video model on 9-frame clips (PSNR: all frames)
 
 One ComfyUI server (loaders and text encoders cached, as in normal use), the baseline graph of
 the embedded model, runs alternated: baseline, then every configuration, then the baseline
@@ -38,16 +38,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from comfyui_ditaccel.accel_core.metrics import psnr, ssim
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import dit_runtime
-import model_files
-import pack  # noqa: F401  (registers comfyui_ditaccel)
-import scenes
-from comfy_client import ComfyClient, ComfyError, decode_png
-from comfyui_ditaccel.accel_core.metrics import psnr, ssim
+from tools.runtime import dit_runtime, model_files
+from tools.runtime.comfy_client import ComfyClient, ComfyError, decode_png
+from tools.training import scenes
 
 BASELINE = dit_runtime.REPO / "workflows" / "api" / "baseline.json"
 POSITIVE, SAMPLER, SAVE, SHIFT = "3", "6", "9", "10"

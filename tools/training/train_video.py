@@ -1,6 +1,6 @@
 """Train the embedded Wan model further on moving scenes: the video model and a video-capable VAE.
 
-    .venv/bin/python tools/train_video.py [--stage vae|data|dit|export|all] [--max-minutes M]
+    .venv/bin/python -m tools.training.train_video [--stage vae|data|dit|export|all] [--max-minutes M]
 
 Starts from the embedded image model in assets/ (see train_embedded.py) and its data grammar;
 clips are `scenes.render_clip`: the captioned objects drifting and turning at constant rates.
@@ -15,7 +15,7 @@ Stages (each resumes from its checkpoint in .train_video/):
           weights, fp32, EMA weights; buckets of frames x resolution mixed per step
   export  the video DiT as a new fp16 file (assets/ditaccel_wan21_video.safetensors) and the VAE
 
-Losses go to tools/train_logs/video_*.csv, the settings to tools/train_logs/video_settings.json.
+Losses go to tools/training/logs/video_*.csv, the settings to tools/training/logs/video_settings.json.
 """
 
 from __future__ import annotations
@@ -27,18 +27,14 @@ import random
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import safetensors.torch
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import dit_runtime
-import model_files
-import scenes
-import train_embedded as te
+from tools.runtime import dit_runtime, model_files
+from tools.training import scenes
+from tools.training import train_embedded as te
 
 WORK = dit_runtime.REPO / ".train_video"
 

@@ -1,12 +1,13 @@
 """Quality sweep of the caching methods' settings, in process (no server, no timing).
 
-    .venv/bin/python tools/sweep_caching.py [--steps 28] [--cases 8] [--split tune] [--grid taylorseer] [--only RE]
+    .venv/bin/python -m tools.benchmarks.sweep_caching [--steps 28] [--cases 8] [--split tune]
+        [--grid taylorseer] [--only RE]
 
 The embedded model's baseline graph run through ComfyUI's own nodes in this process (loaders,
 CLIPTextEncode, ModelSamplingSD3 shift 3, KSampler euler CFG 5 at 256 px, VAEDecode): for each
 setting, the mean and the lowest PSNR of the decoded image against the full-compute image of the
 same caption and seed, and the share of transformer FLOPs run. The presets were picked from
-these tables (on the "tune" split); the speed of the picks is measured by tools/bench_caching.py,
+these tables (on the "tune" split); the speed of the picks is measured by tools/benchmarks/bench_caching.py,
 which runs the real server and alternates runs. Grids:
 
   taylorseer   order 0 at intervals x warm-ups, the adaptive schedule at thresholds x longest gaps,
@@ -22,19 +23,16 @@ import re
 import statistics
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import dit_runtime
+from tools.runtime import dit_runtime
 
 dit_runtime.in_process()
 
-import bench_caching  # noqa: E402
-import model_files  # noqa: E402
-import pack  # noqa: E402, F401  (registers comfyui_ditaccel)
 import torch  # noqa: E402
+
+from tools.benchmarks import bench_caching  # noqa: E402
+from tools.runtime import model_files  # noqa: E402
 
 Factory = Callable[[Any], Any]
 

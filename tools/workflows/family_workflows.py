@@ -1,6 +1,6 @@
 """Write the per-family baseline graphs and the per-method Flux graphs (API format).
 
-    .venv/bin/python tools/family_workflows.py      # then tools/workflow_ui.py for the UI files
+    .venv/bin/python -m tools.workflows.family_workflows      # then tools/workflows/workflow_ui.py for the UI files
 
 Each `workflows/api/baseline_<family>.json` is the stock graph of one family with the file
 names ComfyUI's own examples use (put your files under those names, or pick yours in the
@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tools import REPO
+
 API = REPO / "workflows" / "api"
 PROMPT = "a red fox sitting in a snowy forest at dawn, soft light"
 SAMPLER, MODEL_OUT = "6", "10"  # the KSampler and the last node of the model chain

@@ -10,9 +10,9 @@ import random
 from dataclasses import dataclass
 
 import numpy as np
-import pack  # noqa: F401  (registers comfyui_ditaccel)
 from comfyui_ditaccel.accel_core.guidance.scene_detector import Found, contains, find_objects, shape_features
-from scenes import COLOURS, SHAPES, Scene, draw_scenes, render
+
+from tools.training.scenes import COLOURS, SHAPES, Scene, draw_scenes, render
 
 __all__ = ["Found", "adheres", "colour_adheres", "contains", "find_objects", "shape_features", "validate"]
 

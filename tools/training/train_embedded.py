@@ -1,6 +1,6 @@
 """Train the embedded default model: a tiny Wan 2.1 VAE and a Wan 2.1-architecture DiT.
 
-    .venv/bin/python tools/train_embedded.py [--stage vae|data|data2|dit|export|all] [--max-minutes M]
+    .venv/bin/python -m tools.training.train_embedded [--stage vae|data|data2|dit|export|all] [--max-minutes M]
 
 Stages (each resumes from its checkpoint in .train/, so a stopped run goes on where it left off):
   vae     reconstruction training of ComfyUI's WanVAE class at width 8 on 64 px scenes, then the
@@ -15,7 +15,7 @@ Stages (each resumes from its checkpoint in .train/, so a stopped run goes on wh
           with bf16 autocast and a warm restart of the cosine learning-rate schedule
   export  fp16 files into assets/, loadable by the stock UNETLoader / VAELoader
 
-Settings are the `Settings` dataclass below; losses go to tools/train_logs/*.csv.
+Settings are the `Settings` dataclass below; losses go to tools/training/logs/*.csv.
 """
 
 from __future__ import annotations
@@ -33,15 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import dit_runtime
-import model_files
-import scenes
+from tools.runtime import dit_runtime, model_files
+from tools.training import scenes
 
 REPO = dit_runtime.REPO
 WORK = REPO / ".train"
-LOGS = REPO / "tools" / "train_logs"
+LOGS = REPO / "tools" / "training" / "logs"
 ASSETS = REPO / "assets"
 
 

@@ -1,11 +1,11 @@
 """Every method on every model family the pack knows: engaged, or the clear error it gives.
 
-    .venv/bin/python tools/family_matrix.py            # prints the README's matrix (markdown)
+    .venv/bin/python -m tools.benchmarks.family_matrix            # prints the README's matrix (markdown)
 
 In process on real ComfyUI: for each family the smallest model 0.3.75's loader detects (the
 embedded Wan model; Flux, SD3, HunyuanVideo, Qwen-Image, Chroma, Lumina 2 and Z-Image with seeded
 random weights, made on first use; HiDream, whose depth and width detection fixes at ~17B parameters,
-built in process from ComfyUI's own classes at 2 + 2 blocks, tools/hidream_model.py),
+built in process from ComfyUI's own classes at 2 + 2 blocks, tools/runtime/hidream_model.py),
 a short sampling run per method, checked for work skipped (caching, sparse attention: the
 report's FLOPs run below 100 %) or guidance applied (SoftPAG: one extra model call per step and
 a different image). Random-weight models show plumbing, not quality.
@@ -13,15 +13,10 @@ a different image). Random-weight models show plumbing, not quality.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import pack  # noqa: F401
 
 FAMILIES = ("wan", "flux", "sd3", "hunyuan_video", "qwen_image", "chroma", "lumina2", "z_image", "hidream")
 METHODS = ("TaylorSeer", "TaylorSeer modules", "CGTaylor", "FirstBlockCache", "SoftPAG", "SparseAttention", "RAS",
@@ -60,9 +55,8 @@ class Cell:
 
 def families() -> dict[str, Family]:
     import comfy.sd
-    import dit_runtime
-    import hidream_model
-    import model_files
+
+    from tools.runtime import dit_runtime, hidream_model, model_files
 
     def loader(path_fn: Callable[[], Path]) -> Callable[[], Any]:
         return lambda: comfy.sd.load_diffusion_model(str(path_fn()))
@@ -121,9 +115,10 @@ def apply(method: str, model: Any, family: Family) -> Any:
 
 def run_family(family: Family, methods: tuple[str, ...] = METHODS, steps: int | None = None) -> list[Cell]:
     import torch
-    from comfy_fixtures import conditioning, sample
     from comfyui_ditaccel.accel_core.adapters import UnsupportedModelError, find_adapter
     from comfyui_ditaccel.accel_core.comfy_patch import report_holder
+
+    from tools.runtime.sampling import conditioning, sample
 
     model = family.load()
     steps = steps or family.steps
@@ -189,8 +184,7 @@ def markdown(cells: list[Cell]) -> str:
 
 
 def main() -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
-    import dit_runtime
+    from tools.runtime import dit_runtime
 
     dit_runtime.in_process()
     import torch

@@ -1,7 +1,7 @@
 """The Triton block-sparse attention kernel against dense scaled_dot_product_attention on a GPU.
 
-    .venv/bin/python tools/bench_triton.py --tokens 16384 65536        # on a machine with CUDA
-    TRITON_INTERPRET=1 .venv/bin/python tools/bench_triton.py --device cpu --tokens 512 --repeats 1  # smoke
+    .venv/bin/python -m tools.benchmarks.bench_triton --tokens 16384 65536        # on a machine with CUDA
+    TRITON_INTERPRET=1 .venv/bin/python -m tools.benchmarks.bench_triton --device cpu --tokens 512 --repeats 1  # smoke
 
 For each token count, dtype and density: kernel time (CUDA events, median of --repeats after a
 warm-up) of the Triton kernel over a GRAT neighbourhood selection in the pack's tile layout
@@ -18,7 +18,6 @@ import math
 import statistics
 import time
 
-import pack  # noqa: F401
 import torch
 import torch.nn.functional as F
 from comfyui_ditaccel.accel_core.attention import grat

@@ -1,13 +1,13 @@
-"""Sparse attention alone, on q/k/v captured from the embedded model (tools/capture_qkv.py).
+"""Sparse attention alone, on q/k/v captured from the embedded model (tools/benchmarks/capture_qkv.py).
 
 For each captured size, block and method: time of the method (layout, block selection, kernel,
 PISA's estimate; medians of alternated runs) against dense `scaled_dot_product_attention` on the
 same device in this process, relative L2 error of the output, and the share of softmax mass the
 exactly computed blocks hold. Re-ttention's reshape needs statistics of an earlier full step, so
-here it is its bare mask; its full form is measured end to end (tools/bench_sparse_e2e.py).
+here it is its bare mask; its full form is measured end to end (tools/benchmarks/bench_sparse_e2e.py).
 
-    .venv/bin/python tools/capture_qkv.py --sizes 512 1024 2048
-    .venv/bin/python tools/bench_attention.py --density 0.2
+    .venv/bin/python -m tools.benchmarks.capture_qkv --sizes 512 1024 2048
+    .venv/bin/python -m tools.benchmarks.bench_attention --density 0.2
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import statistics
 import time
 from pathlib import Path
 
-import pack  # noqa: F401
 import torch
 import torch.nn.functional as F
 from comfyui_ditaccel.accel_core.attention import engine
@@ -27,7 +26,7 @@ from comfyui_ditaccel.accel_core.attention.dispatch import run
 from comfyui_ditaccel.accel_core.attention.layout import TileLayout
 from comfyui_ditaccel.accel_core.attention.selection import Selection
 
-REPO = Path(__file__).resolve().parents[1]
+from tools import REPO
 
 
 def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_grad_enabled(False)
     files = sorted(a.qkv.glob("qkv_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
     if not files:
-        raise SystemExit(f"no captures in {a.qkv}: run tools/capture_qkv.py first")
+        raise SystemExit(f"no captures in {a.qkv}: run tools/benchmarks/capture_qkv.py first")
     print(f"device: CPU ({torch.get_num_threads()} threads), density {a.density}, medians of {a.repeats} "
           f"alternated runs; speed-up = dense SDPA time / method time")
     print(f"{'tokens':>6} {'block':>5} {'method':<11} {'dense s':>8} {'sparse s':>8} {'speed-up':>8} "

@@ -1,0 +1,2 @@
+"""The embedded models: procedurally drawn, captioned scenes, the scene detector, the training scripts
+and their loss logs (``logs/``)."""
