@@ -19,8 +19,10 @@ venv: $(VENV)/.installed
 prepare: venv
 	$(VPY) -m tools.runtime prepare
 
+# vermin: the shipped pack must import on Python 3.10, the oldest ComfyUI supports (tools and tests run on 3.11)
 lint: venv
 	$(VPY) -m ruff check .
+	$(VENV)/bin/vermin --no-tips --violations --eval-annotations -t=3.10- __init__.py nodes accel_core kernels
 
 test: prepare lint
 	$(VPY) -m pytest tests

@@ -11,10 +11,13 @@ from dataclasses import dataclass
 
 import torch
 
-# Hooks a family can offer; methods declare which they need.
-HOOK_DIFFUSION_MODEL = "model_call_wrapper"  # the pack's per-call record (ComfyUI's APPLY_MODEL wrapper)
-HOOK_BLOCK_REPLACE = "block_replace"
-HOOK_ATTENTION = "attention_override"
+# The extension points a family's model offers the pack in ComfyUI; a method names those it needs
+# (`adapter_for(..., needs)`), and a family lacking one is refused at apply time, naming it.
+HOOK_MODEL_CALL = "APPLY_MODEL wrapper"  # every model call (the per-call record); every family has it
+HOOK_FORWARD = "DIFFUSION_MODEL wrapper"  # around the diffusion model's forward (0.3.75's MMDiT has none)
+HOOK_BLOCK_REPLACE = "block replace"  # patches_replace["dit"] per block (or the pack's object-patch route)
+HOOK_ATTENTION = "attention override"  # transformer_options["optimized_attention_override"]
+ALL_HOOKS = frozenset({HOOK_MODEL_CALL, HOOK_FORWARD, HOOK_BLOCK_REPLACE, HOOK_ATTENTION})
 
 
 @dataclass(frozen=True)
@@ -56,11 +59,10 @@ class ModelAdapter:
     display_name: str
     model_classes: tuple[str, ...]  # "module:ClassName" of the diffusion model
     block_lists: tuple[BlockList, ...]
-    hooks: frozenset[str]
+    hooks: frozenset[str]  # the HOOK_* this family offers
     patch_size: tuple[int, int, int]  # (t, h, w) latent cells per token
     sets_block_index: bool  # transformer_options["block_index"] set by the model on every version
     heads_path: str = "num_heads"  # dotted path from the diffusion model to its attention head count
-    forward_wrapper: bool = True  # the forward runs through ComfyUI's DIFFUSION_MODEL wrappers (not SD3's MMDiT)
     # model-call inputs besides the context whose tokens join the blocks' text stream: (keyword, token
     # axis, copies a block sees). HiDream's text stream carries the T5 tokens and the last Llama layer's,
     # and each block appends its own Llama layer's tokens beside them.
@@ -68,6 +70,9 @@ class ModelAdapter:
     # attribute of the diffusion model holding the multiple that its joint sequence's text part and image
     # part are each padded to with learned pad tokens (Z-Image; None or unset on the model: no padding)
     pad_multiple_attr: str | None = None
+
+    def offers(self, hook: str) -> bool:
+        return hook in self.hooks
 
     def pad_multiple(self, diffusion_model: object) -> int:
         """The multiple each part of the joint sequence is padded to (1: none)."""
@@ -126,7 +131,7 @@ WAN21 = ModelAdapter(
             output_modules=("self_attn", "cross_attn", "ffn"),
         ),
     ),
-    hooks=frozenset({HOOK_DIFFUSION_MODEL, HOOK_BLOCK_REPLACE, HOOK_ATTENTION}),
+    hooks=ALL_HOOKS,
     patch_size=(1, 2, 2),
     sets_block_index=False,  # 0.3.75's Wan forward does not set it
 )
@@ -154,7 +159,7 @@ FLUX = ModelAdapter(
             attention=("joint",),
         ),
     ),
-    hooks=frozenset({HOOK_DIFFUSION_MODEL, HOOK_BLOCK_REPLACE, HOOK_ATTENTION}),
+    hooks=ALL_HOOKS,
     patch_size=(1, 2, 2),
     sets_block_index=True,
 )
@@ -175,10 +180,9 @@ SD3 = ModelAdapter(
             final_returns=("img",),
         ),
     ),
-    hooks=frozenset({HOOK_DIFFUSION_MODEL, HOOK_BLOCK_REPLACE, HOOK_ATTENTION}),
+    hooks=ALL_HOOKS - {HOOK_FORWARD},  # its forward calls no DIFFUSION_MODEL wrappers (0.3.75 and 0.33.0)
     patch_size=(1, 2, 2),
     sets_block_index=False,
-    forward_wrapper=False,
 )
 
 HUNYUAN_VIDEO = ModelAdapter(
@@ -206,7 +210,7 @@ HUNYUAN_VIDEO = ModelAdapter(
             text_first=False,
         ),
     ),
-    hooks=frozenset({HOOK_DIFFUSION_MODEL, HOOK_BLOCK_REPLACE, HOOK_ATTENTION}),
+    hooks=ALL_HOOKS,
     patch_size=(1, 2, 2),
     sets_block_index=True,
 )
@@ -216,7 +220,7 @@ CHROMA = ModelAdapter(
     display_name="Chroma",
     model_classes=("comfy.ldm.chroma.model:Chroma",),
     block_lists=FLUX.block_lists,  # Flux's blocks without their own modulation linears (an approximator feeds them)
-    hooks=frozenset({HOOK_DIFFUSION_MODEL, HOOK_BLOCK_REPLACE, HOOK_ATTENTION}),
+    hooks=ALL_HOOKS,
     patch_size=(1, 2, 2),
     sets_block_index=True,
 )
@@ -236,7 +240,7 @@ QWEN_IMAGE = ModelAdapter(
             final_returns=("img",),  # the head reads the image stream only
         ),
     ),
-    hooks=frozenset({HOOK_DIFFUSION_MODEL, HOOK_BLOCK_REPLACE, HOOK_ATTENTION}),
+    hooks=ALL_HOOKS,
     patch_size=(1, 2, 2),
     sets_block_index=True,
     heads_path="transformer_blocks.0.attn.heads",
@@ -258,7 +262,7 @@ LUMINA2 = ModelAdapter(
             call_args=(("x", "img"), ("x_mask", "mask"), ("freqs_cis", "pe"), ("adaln_input", "vec")),
         ),
     ),
-    hooks=frozenset({HOOK_DIFFUSION_MODEL, HOOK_BLOCK_REPLACE, HOOK_ATTENTION}),
+    hooks=ALL_HOOKS,
     patch_size=(1, 2, 2),
     sets_block_index=False,
     heads_path="layers.0.attention.n_local_heads",
@@ -302,7 +306,7 @@ HIDREAM = ModelAdapter(
             routed_experts=("block.ff_i",),
         ),
     ),
-    hooks=frozenset({HOOK_DIFFUSION_MODEL, HOOK_BLOCK_REPLACE, HOOK_ATTENTION}),
+    hooks=ALL_HOOKS,
     patch_size=(1, 2, 2),
     sets_block_index=False,
     heads_path="num_attention_heads",
@@ -341,7 +345,7 @@ def adapter_for(diffusion_model: object, needs: frozenset[str] = frozenset(), me
     missing = needs - adapter.hooks
     if missing:
         raise UnsupportedModelError(
-            f"{method}: {adapter.display_name} offers no {', '.join(sorted(missing))} hook in ComfyUI, "
+            f"{method}: {adapter.display_name} offers no {' and no '.join(sorted(missing))} in ComfyUI, "
             f"which this method needs."
         )
     return adapter

@@ -27,11 +27,11 @@ import torch
 from comfy.model_patcher import ModelPatcher, create_model_options_clone
 from comfy.patcher_extension import WrappersMP
 
-from .adapters import BlockList, ModelAdapter, adapter_for
+from .adapters import HOOK_FORWARD, HOOK_MODEL_CALL, BlockList, ModelAdapter, adapter_for
 from .metrics import FlopCounter, tensor_bytes
 from .module_wrap import BlockCallHook, ModuleSlot, ModuleWrapper, unwrapped
 from .report import RAN_REUSED, CallRecord, ReportHolder
-from .run_context import BlockSite, Method, RunContext, stream_labels
+from .run_context import BlockHook, BlockSite, Method, RunContext, stream_labels
 
 WRAPPER_KEY = "ditaccel"
 RUN_KEY = "ditaccel_run"
@@ -43,7 +43,6 @@ ATTENTION_OWNERS_KEY = "ditaccel_attention_owners"  # methods whose attention ov
 class AttentionOverrideLost(RuntimeError):
     """A node applied after the pack's attention methods replaced ComfyUI's attention override."""
 
-BlockFn = Callable[[dict, Callable[[dict], dict], BlockSite, "RunContext | None"], dict]
 AttentionFn = Callable[..., torch.Tensor]
 
 
@@ -76,7 +75,7 @@ def report_holder(model: ModelPatcher) -> ReportHolder | None:
 def attach(model: ModelPatcher, method: Method | None, needs: frozenset[str] = frozenset(),
            name: str = "DiTAccel") -> tuple[ModelPatcher, ModelAdapter]:
     """Clone `model`, check its family supports `needs`, register `method` and the pack's wrappers."""
-    adapter = adapter_for(model.get_model_object("diffusion_model"), needs, name)
+    adapter = adapter_for(model.get_model_object("diffusion_model"), needs | {HOOK_MODEL_CALL}, name)
     m = model.clone()
     to = transformer_options(m)
     if not isinstance(to.get(REPORT_KEY), ReportHolder):
@@ -175,7 +174,7 @@ def _model_call_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
         out = executor(*args, **kwargs)
         if isinstance(out, torch.Tensor) and out.is_cuda:
             torch.cuda.synchronize(out.device)
-        if ctx.adapter.forward_wrapper and not call.forward_ran and not call.skipped:
+        if ctx.adapter.offers(HOOK_FORWARD) and not call.forward_ran and not call.skipped:
             call.mark_skipped(call.flops_run, "the whole model (another node reused an output)", RAN_REUSED)
         _check_override_ran(to, ctx, call)
         return out
@@ -190,7 +189,7 @@ def _check_override_ran(to: dict, ctx: RunContext, call: CallRecord) -> None:
     method installed one: newer ComfyUI's ModelAttentionBackend (and other nodes) replace the
     override without chaining, which would turn the method off without a word."""
     owners = to.get(ATTENTION_OWNERS_KEY)
-    ran_blocks = call.flops_run > 0 and (call.forward_ran or not ctx.adapter.forward_wrapper)
+    ran_blocks = call.flops_run > 0 and (call.forward_ran or not ctx.adapter.offers(HOOK_FORWARD))
     if owners and ran_blocks and not call.override_ran:
         names = ", ".join(o.removeprefix("ditaccel.") for o in owners)
         raise AttentionOverrideLost(
@@ -241,7 +240,7 @@ def clear_block_patches(model: ModelPatcher, owner: str) -> None:
 class BlockPatch:
     """A patches_replace["dit"] entry for one block of one method, chained to the entry it displaced."""
 
-    def __init__(self, owner: str, fn: BlockFn, site: BlockSite, previous: Any) -> None:
+    def __init__(self, owner: str, fn: BlockHook, site: BlockSite, previous: Any) -> None:
         self.owner = owner
         self.fn = fn
         self.site = site
@@ -263,7 +262,7 @@ class BlockPatch:
         return self.fn(args, call_block, self.site, ctx)
 
 
-def set_block_patches(model: ModelPatcher, adapter: ModelAdapter, owner: str, fn: BlockFn,
+def set_block_patches(model: ModelPatcher, adapter: ModelAdapter, owner: str, fn: BlockHook,
                       block_filter: Callable[[BlockSite], bool] | None = None, innermost: bool = False) -> int:
     """Install `fn` on every block (or those `block_filter` keeps); returns how many were patched.
 
@@ -299,7 +298,7 @@ def _route_block_calls(model: ModelPatcher, spec: BlockList, index: int) -> None
         model.add_object_patch(path, BlockCallHook(block, spec.replace_name, index, spec.call_args, spec.returns))
 
 
-def _below_pack_links(patch: Any, owner: str, fn: BlockFn, site: BlockSite) -> BlockPatch:
+def _below_pack_links(patch: Any, owner: str, fn: BlockHook, site: BlockSite) -> BlockPatch:
     """`patch`'s chain with `owner`'s link put under every pack link (above a foreign patch, if any)."""
     if isinstance(patch, BlockPatch) and not getattr(patch, "innermost", False):
         return BlockPatch(patch.owner, patch.fn, patch.site, _below_pack_links(patch.previous, owner, fn, site))

@@ -56,6 +56,11 @@ class BlockSite:
     last: bool
 
 
+# A method's block hook: (the block's args, a function that runs the block (and the patches below this
+# one), where the block sits, the run's context or None outside a DiTAccel run) -> the block's output dict.
+BlockHook = Callable[[dict, Callable[[dict], dict], BlockSite, "RunContext | None"], dict]
+
+
 class BlockMarker:
     """Put in a block's transformer_options by a block patch: which block runs, so the attention
     override inside it knows where it is (0.3.75's Wan does not say), and how many attentions ran."""

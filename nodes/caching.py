@@ -37,7 +37,9 @@ def max_skips_input(default: int) -> io.Int.Input:
 
 
 # custom's widgets start at the balanced preset (its values are given for 28 steps)
-TS, CG, FB = (table["balanced"] for table in (presets.TAYLORSEER, presets.CG_TAYLOR, presets.FIRST_BLOCK_CACHE))
+TAYLORSEER_BALANCED = presets.TAYLORSEER["balanced"]
+CG_TAYLOR_BALANCED = presets.CG_TAYLOR["balanced"]
+FBCACHE_BALANCED = presets.FIRST_BLOCK_CACHE["balanced"]
 
 
 def check_inputs(preset: str | None, start_percent: float | None, end_percent: float | None) -> bool | str:
@@ -73,11 +75,11 @@ class DiTAccelTaylorSeer(CachingNode):
             inputs=[
                 io.Model.Input("model", tooltip=MODEL_TIP),
                 preset_input(),
-                io.Int.Input("interval", default=TS.interval, min=1, max=50, optional=True,
+                io.Int.Input("interval", default=TAYLORSEER_BALANCED.interval, min=1, max=50, optional=True,
                              tooltip="custom: one full step every this many steps."),
-                io.Int.Input("order", default=TS.order, min=0, max=4, optional=True,
+                io.Int.Input("order", default=TAYLORSEER_BALANCED.order, min=0, max=4, optional=True,
                              tooltip="custom: Taylor order of the forecast (0 reuses the last full step)."),
-                *window_inputs(TS.warmup_steps),
+                *window_inputs(TAYLORSEER_BALANCED.warmup_steps),
                 io.Combo.Input("granularity", options=list(GRANULARITIES), default="auto", optional=True,
                                tooltip="auto: output at order 0, blocks above. output: forecast the model's "
                                        "output, so a forecast step runs nothing of the model (order + 1 "
@@ -86,7 +88,8 @@ class DiTAccelTaylorSeer(CachingNode):
                                        "runs (order + 1 hidden states). modules: forecast every attention "
                                        "and MLP output, as the paper (Wan only; 3 x blocks x (order + 1) "
                                        "hidden states). Applies to every preset."),
-                io.Float.Input("threshold", default=TS.threshold, min=0.0, max=10.0, step=0.005, optional=True,
+                io.Float.Input("threshold", default=TAYLORSEER_BALANCED.threshold, min=0.0, max=10.0, step=0.005,
+                               optional=True,
                                tooltip="custom: 0 runs a full step every `interval` steps. Above 0 the schedule "
                                        "is adaptive: a full step as soon as the estimated relative change of "
                                        "the forecast feature since the last full step reaches this, and at "
@@ -113,14 +116,16 @@ class DiTAccelCGTaylor(CachingNode):
             inputs=[
                 io.Model.Input("model", tooltip=MODEL_TIP),
                 preset_input(),
-                io.Float.Input("threshold", default=CG.threshold, min=0.0, max=2.0, step=0.005, optional=True,
+                io.Float.Input("threshold", default=CG_TAYLOR_BALANCED.threshold, min=0.0, max=2.0, step=0.005,
+                               optional=True,
                                tooltip="custom: skip when the first block's relative forecast error is below this."),
-                io.Int.Input("order", default=CG.order, min=0, max=4, optional=True,
+                io.Int.Input("order", default=CG_TAYLOR_BALANCED.order, min=0, max=4, optional=True,
                              tooltip="custom: Taylor order of the last-block forecast."),
-                io.Int.Input("first_block_order", default=CG.first_block_order, min=0, max=4, optional=True,
+                io.Int.Input("first_block_order", default=CG_TAYLOR_BALANCED.first_block_order, min=0, max=4,
+                             optional=True,
                              tooltip="custom: Taylor order of the first-block forecast used as the gate."),
-                max_skips_input(CG.max_skips),
-                *window_inputs(CG.warmup_steps),
+                max_skips_input(CG_TAYLOR_BALANCED.max_skips),
+                *window_inputs(CG_TAYLOR_BALANCED.warmup_steps),
             ],
             outputs=[io.Model.Output(tooltip="The model with CG-Taylor attached.")],
         )
@@ -142,11 +147,12 @@ class DiTAccelFirstBlockCache(CachingNode):
             inputs=[
                 io.Model.Input("model", tooltip=MODEL_TIP),
                 preset_input(),
-                io.Float.Input("threshold", default=FB.threshold, min=0.0, max=2.0, step=0.005, optional=True,
+                io.Float.Input("threshold", default=FBCACHE_BALANCED.threshold, min=0.0, max=2.0, step=0.005,
+                               optional=True,
                                tooltip="custom: skip while the first block's residual changed by less than "
                                        "this (relative L1) since the last full step."),
-                max_skips_input(FB.max_skips),
-                *window_inputs(FB.warmup_steps),
+                max_skips_input(FBCACHE_BALANCED.max_skips),
+                *window_inputs(FBCACHE_BALANCED.warmup_steps),
             ],
             outputs=[io.Model.Output(tooltip="The model with the first-block cache attached.")],
         )

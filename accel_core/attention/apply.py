@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..adapters import HOOK_ATTENTION, HOOK_BLOCK_REPLACE, HOOK_DIFFUSION_MODEL
+from ..adapters import HOOK_ATTENTION, HOOK_BLOCK_REPLACE
 from ..comfy_patch import attach, set_attention_override, set_block_patches
 from ..run_context import BlockMarker, BlockSite, ConfiguredMethod, RunContext
 from . import engine
@@ -25,7 +25,7 @@ from .layout import TileLayout
 
 KEY = "ditaccel.sparse_attention"
 BLOCK_KEY = "ditaccel_sparse_block"
-NEEDS = frozenset({HOOK_BLOCK_REPLACE, HOOK_ATTENTION, HOOK_DIFFUSION_MODEL})
+NEEDS = frozenset({HOOK_BLOCK_REPLACE, HOOK_ATTENTION})
 NODE = "DiTAccelSparseAttention"
 
 

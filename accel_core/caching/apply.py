@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..adapters import HOOK_BLOCK_REPLACE, HOOK_DIFFUSION_MODEL, UnsupportedModelError, adapter_for
+from ..adapters import HOOK_BLOCK_REPLACE, HOOK_FORWARD, UnsupportedModelError, adapter_for
 from ..comfy_patch import (
     attach,
     clear_block_patches,
@@ -21,7 +21,7 @@ from ..module_wrap import ModuleSlot
 from ..run_context import ConfiguredMethod, RunContext
 from . import first_block, taylorseer
 
-NEEDS = frozenset({HOOK_BLOCK_REPLACE, HOOK_DIFFUSION_MODEL})
+NEEDS = frozenset({HOOK_BLOCK_REPLACE})
 
 
 def _apply(model: Any, method: ConfiguredMethod, hook: Callable, node: str) -> Any:
@@ -32,11 +32,11 @@ def _apply(model: Any, method: ConfiguredMethod, hook: Callable, node: str) -> A
 
 def apply_taylorseer(model: Any, config: taylorseer.TaylorSeerConfig) -> Any:
     node = "DiTAccelTaylorSeer"
-    adapter = adapter_for(model.get_model_object("diffusion_model"), frozenset({HOOK_DIFFUSION_MODEL}), node)
-    config = config.resolved(adapter.forward_wrapper, adapter.display_name)
+    adapter = adapter_for(model.get_model_object("diffusion_model"), method=node)
+    config = config.resolved(adapter.offers(HOOK_FORWARD), adapter.display_name)
     method = ConfiguredMethod(taylorseer.KEY, config, taylorseer.new_state)
     if config.granularity == taylorseer.OUTPUT:
-        m, _ = attach(model, method, frozenset({HOOK_DIFFUSION_MODEL}), name=node)
+        m, _ = attach(model, method, frozenset({HOOK_FORWARD}), name=node)
         clear_block_patches(m, taylorseer.KEY)  # a TaylorSeer applied before in another granularity
         set_forward_wrapper(m, taylorseer.KEY, _taylorseer_output)
         return m

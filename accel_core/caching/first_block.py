@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
-from typing import Self
+from typing import TypeVar
 
 import torch
 
 from ..report import RAN_GATED
-from ..run_context import BlockSite, RunContext, complete, join, only, split
+from ..run_context import BlockHook, BlockSite, RunContext, complete, join, only, split
 from .forecast import TaylorForecaster
 from .schedule import StepWindow, scaled, scaled_gap
 
@@ -41,6 +41,9 @@ def final_layout(ctx: RunContext, first_out: dict[str, torch.Tensor]) -> dict[st
     if last is first or not last.joint_order:
         return {k: first_out[k] for k in ctx.stack_keys}
     return {last.image_key: torch.cat([first_out[k] for k in last.joint_order], dim=1)}
+
+
+_Gate = TypeVar("_Gate", bound="GateConfig")  # typing.Self is Python 3.11+; ComfyUI supports 3.10
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ class GateConfig:
     def scale_tag(self) -> str:
         return f", scaled from {self.reference_steps} steps" if self.reference_steps else ""
 
-    def at_steps(self, total_steps: int) -> Self:
+    def at_steps(self: _Gate, total_steps: int) -> _Gate:
         """The config a run of `total_steps` uses (presets scale max_skips and warm-up with the steps)."""
         return replace(self, max_skips=scaled_gap(self.max_skips, total_steps, self.reference_steps),
                        warmup_steps=scaled(self.warmup_steps, total_steps, self.reference_steps),
@@ -184,7 +187,6 @@ class CGTaylorState(GatedState):
                 self.last.setdefault((s, k), TaylorForecaster(self.order)).update(self.coord, v)
 
 
-BlockHook = Callable[[dict, Callable[[dict], dict], BlockSite, "RunContext | None"], dict]
 
 
 def _mark_rest_skipped(ctx: RunContext) -> None:

@@ -41,7 +41,7 @@ import torch
 
 from ..module_wrap import ModuleSlot
 from ..report import RAN_FORECAST
-from ..run_context import BlockSite, RunContext, complete, join, only, split
+from ..run_context import BlockHook, BlockSite, RunContext, complete, join, only, split
 from .forecast import TaylorForecaster
 from .schedule import IntervalSchedule, StepWindow, scaled, scaled_gap
 
@@ -243,7 +243,6 @@ def new_state(config: TaylorSeerConfig, run: RunContext) -> TaylorSeerState:
     return TaylorSeerState(config.schedule, run.total_steps, config.order, config.threshold)
 
 
-BlockHook = Callable[[dict, Callable[[dict], dict], BlockSite, "RunContext | None"], dict]
 
 
 def block_hook(config: TaylorSeerConfig, slot: ModuleSlot | None = None,

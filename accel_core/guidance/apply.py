@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ..adapters import HOOK_ATTENTION, HOOK_BLOCK_REPLACE, HOOK_DIFFUSION_MODEL
+from ..adapters import HOOK_ATTENTION, HOOK_BLOCK_REPLACE
 from ..comfy_patch import (
     add_post_cfg,
     attach,
@@ -19,7 +19,7 @@ from ..run_context import ConfiguredMethod
 from . import softpag
 from .head_spec import HeadSelection, parse, resolve
 
-NEEDS = frozenset({HOOK_BLOCK_REPLACE, HOOK_ATTENTION, HOOK_DIFFUSION_MODEL})
+NEEDS = frozenset({HOOK_BLOCK_REPLACE, HOOK_ATTENTION})
 NODE = "DiTAccelSoftPAG"
 
 

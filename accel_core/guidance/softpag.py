@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..run_context import BlockMarker, BlockSite, RunContext
+from ..run_context import BlockHook, BlockMarker, BlockSite, RunContext
 from .head_spec import HeadSelection, parse
 
 KEY = "ditaccel.softpag"
@@ -84,10 +84,9 @@ class PerturbedPass:
     strength: float
 
 
-BlockFn = Callable[[dict, Callable[[dict], dict], BlockSite, "RunContext | None"], dict]
 
 
-def block_hook() -> BlockFn:
+def block_hook() -> BlockHook:
     def hook(args: dict, call_block: Callable[[dict], dict], site: BlockSite, ctx: RunContext | None) -> dict:
         to = args.get("transformer_options") or {}
         if PASS_KEY not in to:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..adapters import HOOK_ATTENTION, HOOK_BLOCK_REPLACE, HOOK_DIFFUSION_MODEL, UnsupportedModelError
+from ..adapters import HOOK_ATTENTION, HOOK_BLOCK_REPLACE, UnsupportedModelError
 from ..comfy_patch import (
     METHODS_KEY,
     add_post_cfg,
@@ -30,7 +30,7 @@ from ..run_context import BlockMarker, BlockSite, ConfiguredMethod, RunContext
 from . import jit, ras
 from .tokens import gather_tokens, rows_for_call, same_rows, scatter_tokens, to_pixels
 
-NEEDS = frozenset({HOOK_BLOCK_REPLACE, HOOK_ATTENTION, HOOK_DIFFUSION_MODEL})
+NEEDS = frozenset({HOOK_BLOCK_REPLACE, HOOK_ATTENTION})
 SUPPORTED = ("wan",)
 MARK_KEY = "ditaccel_spatial_block"
 

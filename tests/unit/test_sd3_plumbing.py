@@ -108,3 +108,24 @@ def test_softpag_and_sparse_attention_on_sd3(sd3, baseline):
     sparse = apply_sparse_attention(sd3, SparseAttentionConfig(method="draft", density=0.3, **tiles))
     out = sd3_sample(sparse, steps=6)
     assert torch.isfinite(out).all() and report_holder(sparse).latest.flops_share < 1.0
+
+
+def test_the_forward_hook_sd3_lacks_is_refused_by_name(sd3, baseline):
+    """The adapter's hook list is what the model does: a DIFFUSION_MODEL wrapper on SD3 is never called,
+    and a method that needs one is refused at apply time, naming the hook."""
+    from comfy.patcher_extension import WrappersMP
+    from comfyui_ditaccel.accel_core.adapters import HOOK_FORWARD, UnsupportedModelError
+
+    calls = []
+
+    def forward_wrapper(executor, *args, **kwargs):
+        calls.append(1)
+        return executor(*args, **kwargs)
+
+    m = sd3.clone()
+    m.add_wrapper_with_key(WrappersMP.DIFFUSION_MODEL, "test.forward", forward_wrapper)
+    assert torch.equal(sd3_sample(m, steps=6), baseline) and calls == []
+    assert not SD3.offers(HOOK_FORWARD)
+    with pytest.raises(UnsupportedModelError, match=r"SD3 / SD3.5 \(MMDiT\) offers no DIFFUSION_MODEL wrapper in "
+                                                    r"ComfyUI, which this method needs"):
+        attach(sd3, None, frozenset({HOOK_FORWARD}), name="DiTAccelProbe")
