@@ -17,6 +17,7 @@ import torch
 from .adapters import BlockList, ModelAdapter
 from .metrics import FlopCounter
 from .report import RAN_REUSED, CallRecord, RunRecord
+from .token_subset import TokenSubset
 
 T = TypeVar("T")
 
@@ -89,6 +90,9 @@ class RunContext:
     _streams: dict[tuple[str, Hashable], Any] = field(default_factory=dict)
     last_list: BlockList | None = None  # the list that ends this model's block stack (None: the adapter's last)
     token_pad: int = 1  # the multiple the joint sequence's text and image parts are padded to (Z-Image: 32)
+    # the image tokens the block call in progress runs, where a spatial method (RAS, JiT) gathered part of
+    # them; None: every token. Set around that call only.
+    token_subset: TokenSubset | None = None
 
     @property
     def stack_list(self) -> BlockList:

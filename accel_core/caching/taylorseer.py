@@ -42,6 +42,7 @@ import torch
 from ..module_wrap import ModuleSlot
 from ..report import RAN_FORECAST
 from ..run_context import BlockHook, BlockSite, RunContext, complete, join, only, split
+from ..token_subset import TokenSubset
 from .forecast import TaylorForecaster
 from .schedule import IntervalSchedule, StepWindow, scaled, scaled_gap
 
@@ -221,10 +222,15 @@ class TaylorSeerState:
     def forecast(self, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
         return join([{k: self.forecaster(s, k).predict(self.call_coord) for k in keys} for s in self.call_streams])
 
-    # granularity "modules": the wrapped modules ask these
-    def module_output(self, key: str) -> torch.Tensor | None:
+    # granularity "modules": the wrapped modules ask these. Their forecasters hold every image token; in a
+    # block call that runs part of the tokens (`subset`, from RAS or JiT) the module sees only those.
+    def module_output(self, key: str, subset: TokenSubset | None = None) -> torch.Tensor | None:
         if self.call_full:
             return None
+        forecast = self._module_forecast(key)
+        return forecast if subset is None else subset.gather(forecast)
+
+    def _module_forecast(self, key: str) -> torch.Tensor:
         return torch.cat([self.forecaster(s, key).predict(self.call_coord) for s in self.call_streams])
 
     def stack_computed(self, out: torch.Tensor) -> None:
@@ -232,10 +238,18 @@ class TaylorSeerState:
         if self.call_full and self.threshold > 0.0:
             self.change.computed(self._first_stream(out))
 
-    def module_computed(self, key: str, out: torch.Tensor) -> None:
-        if self.call_full:
-            for stream, part in zip(self.call_streams, out.chunk(len(self.call_streams)), strict=True):
-                self.forecaster(stream, key).update(self.call_coord, part)
+    def module_computed(self, key: str, out: torch.Tensor, subset: TokenSubset | None = None) -> None:
+        """A computed output is stored for every token: on a subset call, the tokens it did not run take
+        their forecast at this step (they have none before the module's first full-token call: then
+        nothing is stored)."""
+        if not self.call_full:
+            return
+        if subset is not None:
+            if not all(self.forecaster(s, key).ready for s in self.call_streams):
+                return
+            out = subset.scatter(self._module_forecast(key), out)
+        for stream, part in zip(self.call_streams, out.chunk(len(self.call_streams)), strict=True):
+            self.forecaster(stream, key).update(self.call_coord, part)
 
 
 def new_state(config: TaylorSeerConfig, run: RunContext) -> TaylorSeerState:
@@ -268,7 +282,8 @@ def block_hook(config: TaylorSeerConfig, slot: ModuleSlot | None = None,
                 what = "attention + MLP of all blocks" if slot is not None else "all blocks"
                 ctx.current_call.mark_skipped(ctx.current_call.flops_full, what, RAN_FORECAST)
         if slot is not None:
-            slot.decide, slot.seen = state.module_output, state.module_computed
+            slot.decide = lambda key: state.module_output(key, ctx.token_subset)
+            slot.seen = lambda key, out: state.module_computed(key, out, ctx.token_subset)
             try:
                 out = call_block(args)
             finally:

@@ -27,8 +27,9 @@ from ..comfy_patch import (
 )
 from ..report import RAN_SUBSET
 from ..run_context import BlockMarker, BlockSite, ConfiguredMethod, RunContext
+from ..token_subset import TokenSubset, gather_tokens, same_rows, scatter_tokens
 from . import jit, ras
-from .tokens import gather_tokens, rows_for_call, same_rows, scatter_tokens, to_pixels
+from .tokens import rows_for_call, to_pixels
 
 NEEDS = frozenset({HOOK_BLOCK_REPLACE, HOOK_ATTENTION})
 SUPPORTED = ("wan",)
@@ -142,14 +143,19 @@ def _ras_begin_call(state: ras.RASState, ctx: RunContext, args: dict) -> CallPla
     return subset_plan(plan, ctx, x, chosen, chunks, n_keys=x.shape[1], left_out="reused")
 
 
-def run_block(args: dict, call_block: Callable[[dict], dict], site: BlockSite, plan: CallPlan,
+def run_block(args: dict, call_block: Callable[[dict], dict], site: BlockSite, plan: CallPlan, ctx: RunContext,
               base: torch.Tensor | None = None) -> dict:
     """The block on every token, or on the plan's tokens with its output scattered into `base`
-    (default: the block's input, so the tokens left out pass through unchanged)."""
+    (default: the block's input, so the tokens left out pass through unchanged). While the block runs
+    on part of the tokens, `ctx.token_subset` says which (for caches inside the block)."""
     marked = {**args, "transformer_options": {**args["transformer_options"], MARK_KEY: BlockMarker(site)}}
     if plan.index is None:
         return call_block(marked)
-    out = call_block(gather_block_args(marked, plan.index, plan.uniform))
+    ctx.token_subset = TokenSubset(plan.index, plan.uniform)
+    try:
+        out = call_block(gather_block_args(marked, plan.index, plan.uniform))
+    finally:
+        ctx.token_subset = None
     return {**out, "img": scatter_tokens(args["img"] if base is None else base, plan.index, out["img"])}
 
 
@@ -163,7 +169,7 @@ def ras_block_hook() -> Callable[..., dict]:
         plan: CallPlan = state.current
         # the last block's tokens left out keep the output they had when last computed
         base = state.hidden[plan.key] if site.last and plan.index is not None else None
-        out = run_block(args, call_block, site, plan, base)
+        out = run_block(args, call_block, site, plan, ctx, base)
         if site.last:
             state.hidden[plan.key] = out["img"]
             state.current = None
@@ -266,7 +272,7 @@ def jit_block_hook() -> Callable[..., dict]:
         state: jit.JiTState = ctx.state(jit.KEY)
         if site.flat_index == 0 or state.current is None:
             state.current = _jit_begin_call(state, ctx, args)
-        out = run_block(args, call_block, site, state.current)
+        out = run_block(args, call_block, site, state.current, ctx)
         if site.last:
             state.current = None
         return out
