@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from comfy_api.latest import io
 
 from ..accel_core.attention.apply import apply_sparse_attention
 from ..accel_core.attention.config import METHODS, PRESET_NAMES, PRESETS, SparseAttentionConfig, preset_config
-from .inputs import FAMILIES, choice_error, range_error, window_error
+from .inputs import ABSENT, FAMILIES, schema_error, window_error
 
 CATEGORY = "DiTAccel/attention"
 BALANCED = PRESETS["balanced"]
@@ -51,10 +53,12 @@ class DiTAccelSparseAttention(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, preset: str | None = None, method: str | None = None, density: float | None = None,
-                        start_percent: float | None = None, end_percent: float | None = None) -> bool | str:
-        return (choice_error("preset", preset, PRESET_NAMES) or choice_error("method", method, METHODS)
-                or range_error("density", density, 0.01, 1.0) or window_error(start_percent, end_percent) or True)
+    def validate_inputs(cls, input_types: dict[str, Any] | None = None, preset: str = ABSENT, method: str = ABSENT,
+                        density: float = ABSENT, start_percent: float = ABSENT,
+                        end_percent: float = ABSENT) -> bool | str:
+        return (schema_error(cls, input_types, preset=preset, method=method, density=density,
+                             start_percent=start_percent, end_percent=end_percent)
+                or window_error(start_percent, end_percent) or True)
 
     @classmethod
     def execute(cls, model, preset: str, method: str, density: float = BALANCED["density"],

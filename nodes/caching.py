@@ -9,7 +9,7 @@ from comfy_api.latest import io
 from ..accel_core.caching import presets
 from ..accel_core.caching.apply import apply_cg_taylor, apply_first_block_cache, apply_taylorseer
 from ..accel_core.caching.taylorseer import GRANULARITIES
-from .inputs import FAMILIES, choice_error, window_error
+from .inputs import ABSENT, FAMILIES, schema_error, window_error
 
 CATEGORY = "DiTAccel/caching"
 PRESET_TIP = ("quality / balanced / fast: settings calibrated on the embedded model (see README); "
@@ -42,28 +42,16 @@ CG_TAYLOR_BALANCED = presets.CG_TAYLOR["balanced"]
 FBCACHE_BALANCED = presets.FIRST_BLOCK_CACHE["balanced"]
 
 
-def check_inputs(preset: str | None, start_percent: float | None, end_percent: float | None) -> bool | str:
-    """validate_inputs: ComfyUI skips its own range check for the inputs named here, so check them all.
-
-    It must not take **kwargs: ComfyUI would then skip the range checks of every input. The preset
-    is checked here because 0.3.75 does not check V3 combo values against their options.
-    """
-    return choice_error("preset", preset, presets.PRESET_NAMES) or window_error(start_percent, end_percent) or True
+def check_inputs(node: type[io.ComfyNode], input_types: dict[str, Any] | None, **values: Any) -> bool | str:
+    """validate_inputs of the caching nodes: the named widgets against the schema, then the window."""
+    return (schema_error(node, input_types, **values)
+            or window_error(values["start_percent"], values["end_percent"]) or True)
 
 
 MODEL_TIP = f"The diffusion model ({FAMILIES}). Stacks with the other DiTAccel nodes."
 
 
-class CachingNode(io.ComfyNode):
-    """Shared input checks of the caching nodes (not registered itself)."""
-
-    @classmethod
-    def validate_inputs(cls, preset: str | None = None, start_percent: float | None = None,
-                        end_percent: float | None = None) -> bool | str:
-        return check_inputs(preset, start_percent, end_percent)
-
-
-class DiTAccelTaylorSeer(CachingNode):
+class DiTAccelTaylorSeer(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -99,11 +87,18 @@ class DiTAccelTaylorSeer(CachingNode):
         )
 
     @classmethod
+    def validate_inputs(cls, input_types: dict[str, Any] | None = None, preset: str = ABSENT,
+                        threshold: float = ABSENT, granularity: str = ABSENT, start_percent: float = ABSENT,
+                        end_percent: float = ABSENT) -> bool | str:
+        return check_inputs(cls, input_types, preset=preset, threshold=threshold, granularity=granularity,
+                            start_percent=start_percent, end_percent=end_percent)
+
+    @classmethod
     def execute(cls, model, preset: str, **custom: Any) -> io.NodeOutput:
         return io.NodeOutput(apply_taylorseer(model, presets.taylorseer(preset, custom)))
 
 
-class DiTAccelCGTaylor(CachingNode):
+class DiTAccelCGTaylor(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -131,11 +126,18 @@ class DiTAccelCGTaylor(CachingNode):
         )
 
     @classmethod
+    def validate_inputs(cls, input_types: dict[str, Any] | None = None, preset: str = ABSENT,
+                        threshold: float = ABSENT, start_percent: float = ABSENT,
+                        end_percent: float = ABSENT) -> bool | str:
+        return check_inputs(cls, input_types, preset=preset, threshold=threshold, start_percent=start_percent,
+                            end_percent=end_percent)
+
+    @classmethod
     def execute(cls, model, preset: str, **custom: Any) -> io.NodeOutput:
         return io.NodeOutput(apply_cg_taylor(model, presets.cg_taylor(preset, custom)))
 
 
-class DiTAccelFirstBlockCache(CachingNode):
+class DiTAccelFirstBlockCache(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -156,6 +158,13 @@ class DiTAccelFirstBlockCache(CachingNode):
             ],
             outputs=[io.Model.Output(tooltip="The model with the first-block cache attached.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, input_types: dict[str, Any] | None = None, preset: str = ABSENT,
+                        threshold: float = ABSENT, start_percent: float = ABSENT,
+                        end_percent: float = ABSENT) -> bool | str:
+        return check_inputs(cls, input_types, preset=preset, threshold=threshold, start_percent=start_percent,
+                            end_percent=end_percent)
 
     @classmethod
     def execute(cls, model, preset: str, **custom: Any) -> io.NodeOutput:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import comfy.samplers
 from comfy_api.latest import io
 
@@ -9,7 +11,7 @@ from ..accel_core.guidance import head_search, scene_detector
 from ..accel_core.guidance.apply import apply_softpag
 from ..accel_core.guidance.head_spec import HeadSpecError, parse
 from ..accel_core.guidance.softpag import SoftPAGConfig
-from .inputs import FAMILIES, choice_error, range_error, window_error
+from .inputs import ABSENT, FAMILIES, given, schema_error, window_error
 
 CATEGORY = "DiTAccel/guidance"
 HEADS_TIP = ("Which attention heads to perturb: entries separated by ';', each [kind:]block:heads, 0-based; "
@@ -42,15 +44,17 @@ class DiTAccelSoftPAG(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, heads: str | None = None, strength: float | None = None, scale: float | None = None,
-                        start_percent: float | None = None, end_percent: float | None = None) -> bool | str:
-        if heads is not None:
+    def validate_inputs(cls, heads: str = ABSENT, strength: float = ABSENT, scale: float = ABSENT,
+                        start_percent: float = ABSENT, end_percent: float = ABSENT) -> bool | str:
+        if error := schema_error(cls, heads=heads, strength=strength, scale=scale, start_percent=start_percent,
+                                 end_percent=end_percent):
+            return error
+        if given(heads) is not None:
             try:
                 parse(heads)
             except HeadSpecError as e:
                 return str(e)
-        return (range_error("strength", strength, 0.0, 1.0) or range_error("scale", scale, 0.0, 100.0)
-                or window_error(start_percent, end_percent) or True)
+        return window_error(start_percent, end_percent) or True
 
     @classmethod
     def execute(cls, model, heads: str, strength: float, scale: float, start_percent: float = 0.0,
@@ -110,15 +114,20 @@ class DiTAccelHeadHunter(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, seeds: str | None = None, layers: str | None = None, objective: str | None = None,
-                        caption: str | None = None) -> bool | str:
+    def validate_inputs(cls, input_types: dict[str, Any] | None = None, seeds: str = ABSENT, layers: str = ABSENT,
+                        objective: str = ABSENT, caption: str = ABSENT, cfg: float = ABSENT,
+                        sampler_name: str = ABSENT, scheduler: str = ABSENT, strength: float = ABSENT,
+                        scale: float = ABSENT) -> bool | str:
+        if error := schema_error(cls, input_types, seeds=seeds, layers=layers, objective=objective, caption=caption,
+                                 cfg=cfg, sampler_name=sampler_name, scheduler=scheduler, strength=strength,
+                                 scale=scale):
+            return error
+        seeds, layers, objective, caption = given(seeds), given(layers), given(objective), given(caption)
         try:
             if seeds is not None:
                 head_search.parse_seeds(seeds)
             if layers is not None and layers.strip() != "all":
                 parse(layers)
-            if error := choice_error("objective", objective, head_search.OBJECTIVES):
-                return error
             if objective == "adherence" and caption is not None:
                 scene_detector.primary_object(caption)
         except ValueError as e:

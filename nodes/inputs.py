@@ -1,21 +1,58 @@
-"""Checks shared by the nodes' validate_inputs (ComfyUI skips its own range check for inputs named there)."""
+"""Checks shared by the nodes' validate_inputs, run by ComfyUI when a prompt is queued (before sampling).
+
+ComfyUI skips its own range and option checks for every input a node's validate_inputs names.
+Its own checks cover INT inputs fully (NaN, infinity and null fail its integer conversion; the
+range is checked) and file the error under that input alone, so the nodes leave INT inputs to
+it. Its min / max check lets a FLOAT NaN through and 0.3.75 does not check V3 combo values, so
+each node's validate_inputs names its FLOAT, combo and text inputs one by one (never **kwargs:
+ComfyUI would then skip its checks of every input) and `schema_error` judges them against the
+node's own schema. An error is one short line that starts with the input's name and quotes at
+most ~80 characters of the bad value. ComfyUI files a validate_inputs error under every input
+the prompt gives that function: it has no way to say which one failed.
+"""
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
+from comfy_api.latest import io
+
+from ..accel_core.quoting import quoted
+
 # what the adapters cover
 FAMILIES = "Wan 2.x, Flux, SD3 / SD3.5, HunyuanVideo, Qwen-Image, Chroma, Lumina 2 / Z-Image or HiDream-I1"
+MAX_TEXT = 4096  # longest text input the pack reads (heads, seeds, stages ...)
 
 
-def range_error(name: str, value: float | None, lo: float, hi: float) -> str | None:
-    if value is not None and not lo <= value <= hi:
-        return f"{name} must lie in [{lo:g}, {hi:g}], got {value}"
+class _Absent:
+    """The default of every validate_inputs parameter: ComfyUI passes an input there only when the prompt
+    gives it, and passes a JSON null as None, so "left out" (the schema's default applies) and "null"
+    (refused) stay apart."""
+
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
+ABSENT: Any = _Absent()
+
+
+def range_error(name: str, value: float | None, lo: float | None, hi: float | None) -> str | None:
+    if value is None or value is ABSENT:
+        return None
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        return f"{name} must lie in [{_bound(lo)}, {_bound(hi)}], got {value}"
     return None
+
+
+def _bound(value: float | None) -> str:
+    return "-inf" if value is None else f"{value:g}"
 
 
 def choice_error(name: str, value: str | None, choices: tuple[str, ...] | list[str]) -> str | None:
     """0.3.75 does not check V3 combo values against their options: the nodes do."""
-    if value is not None and value not in choices:
-        return f"{name} must be one of {', '.join(choices)}, got {value!r}"
+    if value is not None and value is not ABSENT and value not in choices:
+        return f"{name} must be one of {', '.join(choices)}, got {quoted(value)}"
     return None
 
 
@@ -24,6 +61,65 @@ def window_error(start_percent: float | None, end_percent: float | None) -> str 
     for name, value in (("start_percent", start_percent), ("end_percent", end_percent)):
         if error := range_error(name, value, 0.0, 1.0):
             return error
-    if start_percent is not None and end_percent is not None and start_percent >= end_percent:
-        return f"start_percent ({start_percent}) must be below end_percent ({end_percent})"
+    start = None if start_percent is ABSENT else start_percent
+    end = None if end_percent is ABSENT else end_percent
+    if start is not None and end is not None and start >= end:
+        return f"start_percent ({start}) must be below end_percent ({end})"
     return None
+
+
+def schema_error(node: type[io.ComfyNode], input_types: dict[str, Any] | None = None, **values: Any) -> str | None:
+    """The first problem among the given widget values, judged against `node`'s own schema: null, a value
+    of the wrong kind, NaN or infinity, a number outside the input's range, a combo value that is not one
+    of its options, a text longer than MAX_TEXT.
+
+    A linked input reaches validate_inputs as None, as a JSON null does. ComfyUI's own conversion refuses
+    a null number and turns a null text into "None", but lets a null combo through (0.3.75), so a node
+    with combo inputs takes ComfyUI's `input_types` (the types of its linked inputs) and passes it here;
+    ComfyUI then leaves the type check of those links to the node, which this does too.
+    """
+    specs = {spec.id: spec for spec in node.define_schema().inputs}
+    linked = input_types or {}
+    links_known = input_types is not None  # else a None is a link, whose value validation cannot see
+    for name, received in linked.items():
+        if name in specs and not _types_meet(received, str(specs[name].io_type)):
+            return f"{name}: the linked output gives {received}, this input takes {specs[name].io_type}"
+    for name, value in values.items():
+        if value is ABSENT or name in linked:
+            continue
+        spec = specs[name]
+        if value is None:
+            if not links_known:
+                continue
+            return f"{name}: got null; give a value or leave the input out"
+        if isinstance(spec, (io.Int.Input, io.Float.Input)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return f"{name} must be a number, got {quoted(value)}"
+            if not math.isfinite(value):
+                return f"{name} must be a finite number, got {value}"
+            if error := range_error(name, value, spec.min, spec.max):
+                return error
+        elif isinstance(spec, io.Combo.Input):
+            if error := choice_error(name, value, spec.options):
+                return error
+        elif isinstance(spec, io.String.Input):
+            if not isinstance(value, str):
+                return f"{name} must be text, got {quoted(value)}"
+            if len(value) > MAX_TEXT:
+                return f"{name} is too long: {len(value)} characters (at most {MAX_TEXT})"
+    return None
+
+
+def _types_meet(received: Any, wanted: str) -> bool:
+    """ComfyUI's rule for a link: the same type, "*" on either side, or comma-separated unions that overlap;
+    an output that lists its options (a combo) meets a combo input."""
+    if isinstance(received, (list, tuple)):
+        return wanted == "COMBO"
+    got = {t.strip() for t in str(received).split(",")}
+    want = {t.strip() for t in wanted.split(",")}
+    return "*" in got or "*" in want or bool(got & want)
+
+
+def given(value: Any) -> Any:
+    """A validate_inputs value as the node's own parsers take it (None where the prompt left it out)."""
+    return None if value is ABSENT else value

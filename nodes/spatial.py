@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from comfy_api.latest import io
 
 from ..accel_core.spatial import presets
 from ..accel_core.spatial.apply import apply_jit, apply_ras
 from ..accel_core.spatial.jit import INTERPOLATE, JiTConfig, parse_fractions
 from ..accel_core.spatial.ras import METRICS
-from .inputs import choice_error, range_error, window_error
+from .inputs import ABSENT, given, schema_error, window_error
 
 CATEGORY = "DiTAccel/spatial"
 MODEL_TIP = "The diffusion model (Wan 2.1 / 2.2; other families are refused with a message). Stacks with the " \
@@ -60,11 +62,12 @@ class DiTAccelRAS(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, preset: str | None = None, sample_ratio: float | None = None,
-                        high_ratio: float | None = None, metric: str | None = None,
-                        start_percent: float | None = None, end_percent: float | None = None) -> bool | str:
-        return (choice_error("preset", preset, presets.PRESET_NAMES) or choice_error("metric", metric, METRICS)
-                or range_error("sample_ratio", sample_ratio, 0.05, 1.0) or range_error("high_ratio", high_ratio, 0, 1)
+    def validate_inputs(cls, input_types: dict[str, Any] | None = None, preset: str = ABSENT,
+                        sample_ratio: float = ABSENT, high_ratio: float = ABSENT, starvation_scale: float = ABSENT,
+                        metric: str = ABSENT, start_percent: float = ABSENT, end_percent: float = ABSENT) -> bool | str:
+        return (schema_error(cls, input_types, preset=preset, sample_ratio=sample_ratio, high_ratio=high_ratio,
+                             starvation_scale=starvation_scale, metric=metric, start_percent=start_percent,
+                             end_percent=end_percent)
                 or window_error(start_percent, end_percent) or True)
 
     @classmethod
@@ -138,11 +141,11 @@ class DiTAccelJiT(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, preset: str | None = None, stages: str | None = None, densities: str | None = None,
-                        interpolate: str | None = None) -> bool | str:
-        return (choice_error("preset", preset, presets.PRESET_NAMES)
-                or choice_error("interpolate", interpolate, INTERPOLATE)
-                or jit_inputs_error(stages, densities) or True)
+    def validate_inputs(cls, input_types: dict[str, Any] | None = None, preset: str = ABSENT, stages: str = ABSENT,
+                        densities: str = ABSENT, interpolate: str = ABSENT) -> bool | str:
+        return (schema_error(cls, input_types, preset=preset, stages=stages, densities=densities,
+                             interpolate=interpolate)
+                or jit_inputs_error(given(stages), given(densities)) or True)
 
     @classmethod
     def execute(cls, model, preset: str, stages: str | None = None, densities: str | None = None,

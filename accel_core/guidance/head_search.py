@@ -12,6 +12,7 @@ import torch
 
 from ..adapters import adapter_for
 from ..comfy_patch import sample_and_decode
+from ..quoting import is_index, quoted
 from . import objectives, scene_detector
 from .apply import apply_softpag, attention_shape, selection_for
 from .head_spec import HeadSelection, HeadSpecError
@@ -23,8 +24,8 @@ OBJECTIVES = ("adherence", *objectives.STATISTICS, "reference")
 
 def parse_seeds(text: str) -> list[int]:
     tokens = [t.strip() for t in text.replace(";", ",").split(",") if t.strip()]
-    if not tokens or not all(t.isdigit() for t in tokens):
-        raise ValueError(f"seeds must be non-negative integers separated by ',', got {text!r}")
+    if not tokens or not all(is_index(t) for t in tokens):
+        raise ValueError(f"seeds must be non-negative integers (ASCII digits) separated by ',', got {quoted(text)}")
     return [int(t) for t in tokens]
 
 

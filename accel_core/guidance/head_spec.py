@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..adapters import ModelAdapter
+from ..quoting import is_index, quoted
 
 KINDS = {"double": "double_block", "single": "single_block"}
 ALL = "all"
@@ -32,8 +33,9 @@ class HeadEntry:
 
 
 def _int(token: str, what: str, entry: str) -> int:
-    if not token.isdigit():
-        raise HeadSpecError(f"heads: {what} {token!r} in {entry!r} is not a 0-based index")
+    if not is_index(token):
+        raise HeadSpecError(f"heads: {what} {quoted(token)} in {quoted(entry)} is not a 0-based index "
+                            f"(ASCII digits 0-9)")
     return int(token)
 
 
@@ -47,18 +49,20 @@ def parse(spec: str) -> tuple[HeadEntry, ...]:
         if len(parts) == 3:
             kind, block, heads = parts
             if kind not in KINDS:
-                raise HeadSpecError(f"heads: block kind {kind!r} in {entry!r} must be one of {', '.join(KINDS)}")
+                raise HeadSpecError(f"heads: block kind {quoted(kind)} in {quoted(entry)} must be one of "
+                                    f"{', '.join(KINDS)}")
         elif len(parts) == 2:
             kind, (block, heads) = None, parts
         else:
-            raise HeadSpecError(f"heads: entry {entry!r} must be [kind:]block:heads, e.g. '3:all' or '5:0,1'")
+            raise HeadSpecError(f"heads: entry {quoted(entry)} must be [kind:]block:heads, e.g. '3:all' or '5:0,1'")
         index = _int(block, "block", entry)
         if heads == ALL:
             head_list = None
         else:
             tokens = [t.strip() for t in heads.split(",")]
             if not tokens or any(not t for t in tokens):
-                raise HeadSpecError(f"heads: head list {heads!r} in {entry!r} must be 'all' or indices like 0,1")
+                raise HeadSpecError(f"heads: head list {quoted(heads)} in {quoted(entry)} must be 'all' or indices "
+                                    f"like 0,1")
             head_list = tuple(sorted({_int(t, "head", entry) for t in tokens}))
         entries.append(HeadEntry(kind, index, head_list))
     if not entries:

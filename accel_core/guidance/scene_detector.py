@@ -18,6 +18,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
+from ..quoting import quoted
+
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (215, 40, 40),
     "green": (40, 165, 60),
@@ -137,7 +139,7 @@ def primary_object(caption: str) -> tuple[str, str]:
     """(colour, shape) of a caption's first object: "a <size> <colour> <shape> ..."."""
     m = re.search(rf"\b({'|'.join(COLOURS)})\s+({'|'.join(SHAPES)})\b", caption.lower())
     if m is None:
-        raise ValueError(f"caption {caption!r} names no '<colour> <shape>' of the embedded model's grammar "
+        raise ValueError(f"caption {quoted(caption)} names no '<colour> <shape>' of the embedded model's grammar "
                          f"(colours: {', '.join(COLOURS)}; shapes: {', '.join(SHAPES)})")
     return m.group(1), m.group(2)
 

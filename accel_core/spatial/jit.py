@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..quoting import quoted
 from .tokens import as_video, per_token
 
 KEY = "ditaccel.jit"
@@ -43,7 +44,7 @@ def parse_fractions(text: str, name: str) -> tuple[float, ...]:
         try:
             value = float(part)
         except ValueError:
-            raise ValueError(f"{name}: {part!r} is not a number (expected comma-separated fractions, "
+            raise ValueError(f"{name}: {quoted(part)} is not a number (expected comma-separated fractions, "
                              f"e.g. '0.4, 0.65, 1.0')") from None
         if not 0.0 < value <= 1.0:
             raise ValueError(f"{name}: {value:g} is outside (0, 1]")
@@ -62,7 +63,7 @@ class JiTConfig:
 
     def __post_init__(self) -> None:
         if self.interpolate not in INTERPOLATE:
-            raise ValueError(f"interpolate must be one of {', '.join(INTERPOLATE)}, got {self.interpolate!r}")
+            raise ValueError(f"interpolate must be one of {', '.join(INTERPOLATE)}, got {quoted(self.interpolate)}")
         if not self.stages or len(self.stages) != len(self.densities):
             raise ValueError(f"stages and densities must have the same number of entries, got {len(self.stages)} "
                              f"and {len(self.densities)}")
