@@ -67,6 +67,15 @@ def test_serve_answers():
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    deadline = time.monotonic() + 20
+    while listening(port):  # stopping the CLI stopped the server: no child of it goes on listening
+        assert time.monotonic() < deadline, f"a server still listens on {port} after serve was stopped"
+        time.sleep(0.2)
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.mark.timeout(600)

@@ -140,12 +140,12 @@ class ComfyClient:
             seconds = time.perf_counter() - start
         finally:
             ws.close()
-        entry = self._finished_entry(prompt_id)
+        entry = self.finished_entry(prompt_id)
         outputs = entry.get("outputs", {})
         images = [self.view(img) for out in outputs.values() for img in out.get("images", [])]
         return RunResult(prompt_id, events, outputs, seconds, images)
 
-    def _finished_entry(self, prompt_id: str) -> dict[str, Any]:
+    def finished_entry(self, prompt_id: str) -> dict[str, Any]:
         """/history can lag the websocket's execution_success by a moment."""
         deadline = time.monotonic() + 30
         while True:
@@ -180,6 +180,10 @@ class ComfyClient:
 
     def interrupt(self) -> None:
         self._request("/interrupt", {})
+
+    def interrupt_prompt(self, prompt_id: str) -> None:
+        """Interrupt `prompt_id` if it is the one running (another running prompt is left alone)."""
+        self._request("/interrupt", {"prompt_id": prompt_id})
 
 
 def decode_png(data: bytes) -> Any:

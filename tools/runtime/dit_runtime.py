@@ -268,10 +268,10 @@ def serve(port: int) -> int:
         raise RuntimeProblem(f"port {port} is already in use: pick another (make serve PORT=N)")
     print(f"[dit_runtime] ComfyUI on http://127.0.0.1:{port} (Ctrl-C stops it)", flush=True)
     cmd = [c for c in server_command(lay, port) if c != "--dont-print-server"]
-    try:
-        return subprocess.call(cmd, cwd=lay.code_root)
-    except KeyboardInterrupt:
-        return 0
+    # the server takes this process's place, so whatever stops it (Ctrl-C, a terminate) stops the server:
+    # a child process would outlive a terminated parent and keep the port
+    os.chdir(lay.code_root)
+    os.execv(cmd[0], cmd)
 
 
 def load_workflow(path: Path, overrides: list[str] | None = None) -> dict:
