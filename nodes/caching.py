@@ -98,7 +98,18 @@ class DiTAccelTaylorSeer(io.ComfyNode):
         return io.NodeOutput(apply_taylorseer(model, presets.taylorseer(preset, custom)))
 
 
-class DiTAccelCGTaylor(io.ComfyNode):
+class GateNode(io.ComfyNode):
+    """The input check of the two first-block gates (CG-Taylor, FirstBlockCache): the same widgets to judge."""
+
+    @classmethod
+    def validate_inputs(cls, input_types: dict[str, Any] | None = None, preset: str = ABSENT,
+                        threshold: float = ABSENT, start_percent: float = ABSENT,
+                        end_percent: float = ABSENT) -> bool | str:
+        return check_inputs(cls, input_types, preset=preset, threshold=threshold, start_percent=start_percent,
+                            end_percent=end_percent)
+
+
+class DiTAccelCGTaylor(GateNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -126,18 +137,11 @@ class DiTAccelCGTaylor(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, input_types: dict[str, Any] | None = None, preset: str = ABSENT,
-                        threshold: float = ABSENT, start_percent: float = ABSENT,
-                        end_percent: float = ABSENT) -> bool | str:
-        return check_inputs(cls, input_types, preset=preset, threshold=threshold, start_percent=start_percent,
-                            end_percent=end_percent)
-
-    @classmethod
     def execute(cls, model, preset: str, **custom: Any) -> io.NodeOutput:
         return io.NodeOutput(apply_cg_taylor(model, presets.cg_taylor(preset, custom)))
 
 
-class DiTAccelFirstBlockCache(io.ComfyNode):
+class DiTAccelFirstBlockCache(GateNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -158,13 +162,6 @@ class DiTAccelFirstBlockCache(io.ComfyNode):
             ],
             outputs=[io.Model.Output(tooltip="The model with the first-block cache attached.")],
         )
-
-    @classmethod
-    def validate_inputs(cls, input_types: dict[str, Any] | None = None, preset: str = ABSENT,
-                        threshold: float = ABSENT, start_percent: float = ABSENT,
-                        end_percent: float = ABSENT) -> bool | str:
-        return check_inputs(cls, input_types, preset=preset, threshold=threshold, start_percent=start_percent,
-                            end_percent=end_percent)
 
     @classmethod
     def execute(cls, model, preset: str, **custom: Any) -> io.NodeOutput:
