@@ -330,12 +330,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompts", type=int, default=300)
     parser.add_argument("--minutes", type=float, default=120.0, help="stop each run after this long")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-control", action="store_true", help="skip the run without the pack's nodes")
+    parser.add_argument("--only", choices=("pack", "control"), help="one of the two runs (e.g. both at once, "
+                        "in two processes with their own --out)")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "soak")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
-    for pack in (True, False)[: 1 if args.no_control else 2]:
+    for pack in [p for p in (True, False) if args.only in (None, "pack" if p else "control")]:
         name = "pack" if pack else "control"
         result = soak(args.prompts, args.seed, pack, args.minutes, log=args.out / f"server-{name}.log")
         print_summary(result)
