@@ -12,13 +12,8 @@ from comfyui_ditaccel.accel_core.spatial.ras import (
     focus_metric,
     keep_count,
 )
-from comfyui_ditaccel.accel_core.spatial.tokens import (
-    gather_tokens,
-    per_token,
-    rows_for_call,
-    scatter_tokens,
-    to_pixels,
-)
+from comfyui_ditaccel.accel_core.spatial.tokens import per_token, rows_for_call, to_pixels
+from comfyui_ditaccel.accel_core.token_subset import gather_tokens, scatter_tokens
 
 
 def test_refresh_steps_fall_where_the_papers_sd3_script_puts_them():
