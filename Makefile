@@ -25,7 +25,7 @@ lint: venv
 	$(VENV)/bin/vermin --no-tips --violations --eval-annotations -t=3.10- __init__.py nodes accel_core kernels
 
 test: prepare lint
-	$(VPY) -m pytest tests
+	$(VPY) -m pytest tests --durations=20
 
 unit: prepare
 	$(VPY) -m pytest tests/unit
