@@ -37,32 +37,24 @@ class _Absent:
 ABSENT: Any = _Absent()
 
 
-def range_error(name: str, value: float | None, lo: float | None, hi: float | None) -> str | None:
-    if value is None or value is ABSENT:
-        return None
+def range_error(name: str, value: float, lo: float | None, hi: float | None) -> str | None:
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        return f"{name} must lie in [{_bound(lo)}, {_bound(hi)}], got {value}"
+        lo_text = "-inf" if lo is None else f"{lo:g}"
+        hi_text = "inf" if hi is None else f"{hi:g}"
+        return f"{name} must lie in [{lo_text}, {hi_text}], got {value}"
     return None
 
 
-def _bound(value: float | None) -> str:
-    return "-inf" if value is None else f"{value:g}"
-
-
-def choice_error(name: str, value: str | None, choices: tuple[str, ...] | list[str]) -> str | None:
+def choice_error(name: str, value: str, choices: tuple[str, ...] | list[str]) -> str | None:
     """0.3.75 does not check V3 combo values against their options: the nodes do."""
-    if value is not None and value is not ABSENT and value not in choices:
+    if value not in choices:
         return f"{name} must be one of {', '.join(choices)}, got {quoted(value)}"
     return None
 
 
-def window_error(start_percent: float | None, end_percent: float | None) -> str | None:
-    """start_percent / end_percent: each in [0, 1], start below end."""
-    for name, value in (("start_percent", start_percent), ("end_percent", end_percent)):
-        if error := range_error(name, value, 0.0, 1.0):
-            return error
-    start = None if start_percent is ABSENT else start_percent
-    end = None if end_percent is ABSENT else end_percent
+def window_error(start_percent: float, end_percent: float) -> str | None:
+    """start_percent below end_percent (each one's range is the schema's, judged by `schema_error` first)."""
+    start, end = given(start_percent), given(end_percent)
     if start is not None and end is not None and start >= end:
         return f"start_percent ({start}) must be below end_percent ({end})"
     return None

@@ -11,15 +11,13 @@ import math
 import pytest
 from graphs import SAMPLER, insert_model_node
 
+from tools.benchmarks import soak
 from tools.runtime.comfy_client import PromptRejected
 
 NODE_ID = "40"
 BAD_VALUES = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "null": None}
 # the nodes that take a MODEL and give one, with their required widgets (HeadHunter is wired by hand below)
-REQUIRED = {"DiTAccelTaylorSeer": {"preset": "balanced"}, "DiTAccelCGTaylor": {"preset": "balanced"},
-            "DiTAccelFirstBlockCache": {"preset": "balanced"}, "DiTAccelRAS": {"preset": "balanced"},
-            "DiTAccelJiT": {"preset": "balanced"}, "DiTAccelSparseAttention": {"preset": "balanced", "method": "draft"},
-            "DiTAccelSoftPAG": {"heads": "1:all", "strength": 0.5, "scale": 1.0}}
+REQUIRED = soak.REQUIRED
 MODEL_NODES = tuple(REQUIRED)
 
 

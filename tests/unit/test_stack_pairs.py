@@ -70,7 +70,9 @@ def setting(request) -> dict:
     model = load_model(file)
 
     def draw(m: Any) -> torch.Tensor:
-        return sample_clip(m, size, frames, steps, cfg)
+        if frames is None:
+            return sample(m, steps=steps, cfg=cfg, size=size)
+        return sample(m, steps=steps, cfg=cfg, size=size, seed=7, frames=frames)
 
     baseline = draw(model)
     alone = {name: db(draw(apply(model)), baseline) for name, apply in NODES.items()}
@@ -80,19 +82,6 @@ def setting(request) -> dict:
 
 def db(out: torch.Tensor, base: torch.Tensor) -> float:
     return psnr(out, base, data_range=float(base.max() - base.min()))
-
-
-def sample_clip(model: Any, size: tuple[int, int], frames: int | None, steps: int, cfg: float) -> torch.Tensor:
-    if frames is None:
-        return sample(model, steps=steps, cfg=cfg, size=size)
-    import comfy.sample
-
-    from tools.runtime.sampling import conditioning
-
-    latent = torch.zeros(1, 16, (frames - 1) // 4 + 1, size[0] // 8, size[1] // 8)
-    noise = comfy.sample.prepare_noise(latent, 7)
-    return comfy.sample.sample(model, noise, steps, cfg, "euler", "simple", conditioning(1), conditioning(2), latent,
-                               seed=7, disable_pbar=True)
 
 
 def check_stack(setting: dict, names: tuple[str, ...]) -> None:

@@ -84,8 +84,12 @@ def pack_node(rng: random.Random, kind: str) -> dict:
     return {"class_type": kind, "inputs": inputs}
 
 
-STACKABLE = ("DiTAccelTaylorSeer", "DiTAccelCGTaylor", "DiTAccelFirstBlockCache", "DiTAccelRAS", "DiTAccelJiT",
-             "DiTAccelSoftPAG", "DiTAccelSparseAttention")
+# the pack's MODEL -> MODEL nodes with valid values for their required widgets
+REQUIRED = {"DiTAccelTaylorSeer": {"preset": "balanced"}, "DiTAccelCGTaylor": {"preset": "balanced"},
+            "DiTAccelFirstBlockCache": {"preset": "balanced"}, "DiTAccelRAS": {"preset": "balanced"},
+            "DiTAccelJiT": {"preset": "balanced"}, "DiTAccelSoftPAG": {"heads": "1:all", "strength": 0.5, "scale": 1.0},
+            "DiTAccelSparseAttention": {"preset": "balanced", "method": "draft"}}
+STACKABLE = tuple(REQUIRED)
 
 
 def with_stack(prompt: dict, nodes: list[dict]) -> dict:
@@ -133,8 +137,7 @@ def corrupt(rng: random.Random, prompt: dict, pack: bool) -> dict:
         prompt[SAMPLER]["inputs"]["steps"] = -1  # below KSampler's minimum
         return prompt
     _, kind, bad = rng.choice(CORRUPTIONS)
-    base = {"DiTAccelSoftPAG": {"heads": "1:all", "strength": 0.5, "scale": 1.0},
-            "DiTAccelSparseAttention": {"preset": "balanced", "method": "draft"}}.get(kind, {"preset": "balanced"})
+    base = REQUIRED[kind]
     existing = [k for k, v in prompt.items() if v["class_type"] == kind]
     if existing:
         prompt[existing[0]]["inputs"].update(bad)
@@ -184,8 +187,7 @@ def queue_groups(count: int, seed: int) -> list[int]:
 def run_group(client: ComfyClient, group: list[Job], timeout: float) -> None:
     import websocket  # websocket-client
 
-    ws = websocket.create_connection(client.url.replace("http", "ws", 1) + f"/ws?clientId={client.client_id}",
-                                     timeout=timeout)
+    ws = client.connect_events(timeout)
     try:
         waiting: dict[str, Job] = {}
         for job in group:

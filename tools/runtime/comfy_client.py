@@ -124,15 +124,19 @@ class ComfyClient:
         return body
 
     # --- running ------------------------------------------------------------------------------
+    def connect_events(self, timeout: float | None = None) -> Any:
+        """The server's websocket for this client's events (progress, execution_*), connected."""
+        import websocket  # websocket-client
+
+        url = self.url.replace("http", "ws", 1) + f"/ws?clientId={self.client_id}"
+        return websocket.create_connection(url, timeout=self.timeout if timeout is None else timeout)
+
     def run(self, prompt: Prompt, on_event: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
         """Submit, wait for the end through the websocket, then read outputs from /history.
 
         `on_event` sees every message of this prompt as it arrives (e.g. to interrupt at a step).
         """
-        import websocket  # websocket-client
-
-        ws_url = self.url.replace("http", "ws", 1) + f"/ws?clientId={self.client_id}"
-        ws = websocket.create_connection(ws_url, timeout=self.timeout)
+        ws = self.connect_events()
         try:
             start = time.perf_counter()
             prompt_id = self.submit(prompt)

@@ -30,9 +30,12 @@ def conditioning(seed: int, tokens: int = 7, dim: int = 4096, pooled: int = 0) -
 
 def sample(model: Any, steps: int = 4, cfg: float = 2.0, seed: int = 0, sampler: str = "euler",
            batch: int = 1, size: tuple[int, int] = (64, 64), video: bool = True,
-           positive: list | None = None, negative: list | None = None, pooled: int = 0) -> torch.Tensor:
+           positive: list | None = None, negative: list | None = None, pooled: int = 0,
+           frames: int = 1) -> torch.Tensor:
+    """A (video: B, 16, T, H/8, W/8; else B, 16, H/8, W/8) latent sampled from zeros; `frames` in pixels
+    (Wan's VAE: 1 + 4 per latent frame)."""
     h, w = size[0] // 8, size[1] // 8
-    latent = torch.zeros(batch, 16, 1, h, w) if video else torch.zeros(batch, 16, h, w)
+    latent = torch.zeros(batch, 16, (frames - 1) // 4 + 1, h, w) if video else torch.zeros(batch, 16, h, w)
     noise = comfy.sample.prepare_noise(latent, seed)
     positive = positive or conditioning(1, pooled=pooled)
     negative = negative or conditioning(2, pooled=pooled)
