@@ -32,6 +32,7 @@ from .metrics import FlopCounter, tensor_bytes
 from .module_wrap import BlockCallHook, ModuleSlot, ModuleWrapper, unwrapped
 from .report import RAN_REUSED, CallRecord, ReportHolder
 from .run_context import BlockHook, BlockSite, Method, RunContext, stream_labels
+from .settings import variants
 
 WRAPPER_KEY = "ditaccel"
 RUN_KEY = "ditaccel_run"
@@ -107,9 +108,13 @@ def _outer_sample_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
     record = holder.start_run(tuple(m.label for m in table.methods.values()), sigmas)
     ctx = RunContext(adapter=adapter, flops=FlopCounter(adapter, diffusion_model), record=record,
                      sample_sigmas=sigmas, last_list=adapter.last_list(diffusion_model),
-                     token_pad=adapter.pad_multiple(diffusion_model))
+                     token_pad=adapter.pad_multiple(diffusion_model),
+                     variant=_run_variant(guider, adapter, diffusion_model, sigmas, args[0] if args else None))
     for key, method in table.methods.items():
         ctx.states[key] = method.new_run_state(ctx)
+    record.methods = tuple(ctx.labels.get(key, m.label) for key, m in table.methods.items())
+    record.variant = f"{ctx.variant.name} ({ctx.variant.why})"
+    record.settings = tuple(ctx.settings.values())
 
     args, kwargs = _with_step_callback(ctx, list(args), kwargs)
     guider.model_options = create_model_options_clone(original_options)
@@ -126,6 +131,15 @@ def _outer_sample_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
         record.seconds = time.perf_counter() - start
         record.state_bytes = tensor_bytes(ctx.states)
         guider.model_options = original_options
+
+
+def _run_variant(guider: Any, adapter: ModelAdapter, diffusion_model: Any, sigmas: list[float],
+                 noise: Any) -> variants.Variant:
+    """The variant this run shows: the model's dimensions, then the sigma range and frames it samples."""
+    sampling = getattr(guider.model_patcher.model, "model_sampling", None)
+    sigma_max = float(getattr(sampling, "sigma_max", sigmas[0] if sigmas else 1.0))
+    frames = int(noise.shape[2]) if isinstance(noise, torch.Tensor) and noise.dim() == 5 else 1
+    return variants.refine(variants.identify(adapter, diffusion_model), sigmas, sigma_max, frames)
 
 
 def _with_step_callback(ctx: RunContext, args: list, kwargs: dict) -> tuple[list, dict]:

@@ -83,6 +83,8 @@ class RunRecord:
     seconds: float = 0.0
     status: str = "running"
     state_bytes: int = 0  # tensors the methods' per-run state held at the end of the run
+    variant: str = ""  # the model variant the run's settings were chosen for, and why
+    settings: tuple[str, ...] = ()  # per node: preset, resolved settings and their source
 
     def steps(self) -> list[StepSummary]:
         by_step: dict[int, list[CallRecord]] = {}
@@ -125,6 +127,8 @@ class RunRecord:
         lines = [
             f"DiTAccel report ({self.status}): {len(steps)}/{self.total_steps} steps, {len(self.calls)} model calls, "
             f"sampling {self.seconds:.2f} s, transformer {transformer_s:.2f} s",
+            *([f"model: {self.variant}"] if self.variant else []),
+            *(f"settings: {line}" for line in self.settings),
             f"methods: {', '.join(self.methods) if self.methods else 'none (recording only)'}",
             f"transformer FLOPs run: {100.0 * self.flops_share:.1f} % of full "
             f"({run / 1e9:.3f} / {full / 1e9:.3f} GFLOP)",

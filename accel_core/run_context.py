@@ -17,6 +17,7 @@ import torch
 from .adapters import BlockList, ModelAdapter
 from .metrics import FlopCounter
 from .report import RAN_REUSED, CallRecord, RunRecord
+from .settings.variants import Variant
 from .token_subset import TokenSubset
 
 T = TypeVar("T")
@@ -36,15 +37,23 @@ class ConfiguredMethod:
     """A method's config plus how to build its per-run state (what comfy_patch registers)."""
 
     key: str
-    config: Any
+    config: Any  # as resolved at apply time (a fixed config where no request is given)
     make_state: Callable[[Any, RunContext], Any]
+    # a node's preset and inputs (settings.resolve.Request): resolved again for each run's variant and steps
+    request: Any = None
 
     @property
     def label(self) -> str:
         return self.config.tag()
 
     def new_run_state(self, run: RunContext) -> Any:
-        return self.make_state(self.config, run)
+        config = self.config
+        if self.request is not None:
+            resolved = self.request.for_run(run.variant, run.total_steps, self.config)
+            config = resolved.config
+            run.settings[self.key] = resolved.line()
+        run.labels[self.key] = config.tag()
+        return self.make_state(config, run)
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,9 @@ class RunContext:
     # the image tokens the block call in progress runs, where a spatial method (RAS, JiT) gathered part of
     # them; None: every token. Set around that call only.
     token_subset: TokenSubset | None = None
+    variant: Variant | None = None  # the model variant this run shows (settings.variants)
+    settings: dict[str, str] = field(default_factory=dict)  # per method: resolved settings and their source
+    labels: dict[str, str] = field(default_factory=dict)  # per method: the settings this run uses
 
     @property
     def stack_list(self) -> BlockList:

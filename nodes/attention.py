@@ -7,11 +7,13 @@ from typing import Any
 from comfy_api.latest import io
 
 from ..accel_core.attention.apply import apply_sparse_attention
-from ..accel_core.attention.config import METHODS, PRESET_NAMES, PRESETS, SparseAttentionConfig, preset_config
-from .inputs import ABSENT, FAMILIES, schema_error, window_error
+from ..accel_core.attention.config import METHODS
+from ..accel_core.settings import records
+from ..accel_core.settings.resolve import Request
+from .inputs import ABSENT, FAMILIES, preset_input, schema_error, window_error
 
 CATEGORY = "DiTAccel/attention"
-BALANCED = PRESETS["balanced"]
+BALANCED = records.embedded_balanced(records.SPARSE)
 METHOD_TIP = ("grat: static neighbourhood of each tile; pisa: exact top blocks + Taylor estimate of the rest; "
               "svg2: k-means reordering + top-p blocks; draft: low-resolution attention map picks blocks; "
               "rettention: very sparse window, rescaled by statistics of full steps.")
@@ -30,9 +32,7 @@ class DiTAccelSparseAttention(io.ComfyNode):
                         "Chains with other attention patches and stacks with the caching nodes.",
             inputs=[
                 io.Model.Input("model", tooltip=f"The diffusion model ({FAMILIES})."),
-                io.Combo.Input("preset", options=list(PRESET_NAMES), default="balanced",
-                               tooltip="quality / balanced / fast: density, dense steps and dense blocks "
-                                       "calibrated on the embedded model (see README); custom: the inputs below."),
+                preset_input(),
                 io.Combo.Input("method", options=list(METHODS), default="draft", tooltip=METHOD_TIP),
                 io.Float.Input("density", default=float(BALANCED["density"]), min=0.01, max=1.0, step=0.01,
                                optional=True, tooltip="custom: share of key blocks computed exactly per query "
@@ -65,9 +65,9 @@ class DiTAccelSparseAttention(io.ComfyNode):
                 dense_steps: int = BALANCED["dense_steps"], dense_blocks: int = BALANCED["dense_blocks"],
                 start_percent: float = 0.0, end_percent: float = 1.0, estimate_skipped: bool = True
                 ) -> io.NodeOutput:
-        config: SparseAttentionConfig = preset_config(
-            preset, method, density=density, dense_steps=dense_steps, dense_blocks=dense_blocks,
-            start_percent=start_percent, end_percent=end_percent, estimate_skipped=estimate_skipped)
+        config = Request(records.SPARSE, preset, {
+            "method": method, "density": density, "dense_steps": dense_steps, "dense_blocks": dense_blocks,
+            "start_percent": start_percent, "end_percent": end_percent, "estimate_skipped": estimate_skipped})
         return io.NodeOutput(apply_sparse_attention(model, config))
 
 

@@ -6,18 +6,14 @@ from typing import Any
 
 from comfy_api.latest import io
 
-from ..accel_core.caching import presets
 from ..accel_core.caching.apply import apply_cg_taylor, apply_first_block_cache, apply_taylorseer
-from ..accel_core.caching.taylorseer import GRANULARITIES
-from .inputs import ABSENT, FAMILIES, schema_error, window_error
+from ..accel_core.caching.first_block import CGTaylorConfig, FirstBlockCacheConfig
+from ..accel_core.caching.taylorseer import GRANULARITIES, TaylorSeerConfig
+from ..accel_core.settings import records
+from ..accel_core.settings.resolve import Request
+from .inputs import ABSENT, FAMILIES, preset_input, schema_error, window_error
 
 CATEGORY = "DiTAccel/caching"
-PRESET_TIP = ("quality / balanced / fast: settings calibrated on the embedded model (see README); "
-              "custom: use the inputs below.")
-
-
-def preset_input() -> io.Combo.Input:
-    return io.Combo.Input("preset", options=list(presets.PRESET_NAMES), default="balanced", tooltip=PRESET_TIP)
 
 
 def window_inputs(warmup: int) -> list[Any]:
@@ -36,10 +32,10 @@ def max_skips_input(default: int) -> io.Int.Input:
                         tooltip="custom: at most this many skipped steps in a row.")
 
 
-# custom's widgets start at the balanced preset (its values are given for 28 steps)
-TAYLORSEER_BALANCED = presets.TAYLORSEER["balanced"]
-CG_TAYLOR_BALANCED = presets.CG_TAYLOR["balanced"]
-FBCACHE_BALANCED = presets.FIRST_BLOCK_CACHE["balanced"]
+# custom's widgets start at the embedded model's balanced preset at 28 steps
+TAYLORSEER_BALANCED = TaylorSeerConfig(**records.embedded_balanced(records.TAYLORSEER))
+CG_TAYLOR_BALANCED = CGTaylorConfig(**records.embedded_balanced(records.CG_TAYLOR))
+FBCACHE_BALANCED = FirstBlockCacheConfig(**records.embedded_balanced(records.FBCACHE))
 
 
 def check_inputs(node: type[io.ComfyNode], input_types: dict[str, Any] | None, **values: Any) -> bool | str:
@@ -95,7 +91,7 @@ class DiTAccelTaylorSeer(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, preset: str, **custom: Any) -> io.NodeOutput:
-        return io.NodeOutput(apply_taylorseer(model, presets.taylorseer(preset, custom)))
+        return io.NodeOutput(apply_taylorseer(model, Request(records.TAYLORSEER, preset, custom)))
 
 
 class GateNode(io.ComfyNode):
@@ -138,7 +134,7 @@ class DiTAccelCGTaylor(GateNode):
 
     @classmethod
     def execute(cls, model, preset: str, **custom: Any) -> io.NodeOutput:
-        return io.NodeOutput(apply_cg_taylor(model, presets.cg_taylor(preset, custom)))
+        return io.NodeOutput(apply_cg_taylor(model, Request(records.CG_TAYLOR, preset, custom)))
 
 
 class DiTAccelFirstBlockCache(GateNode):
@@ -165,7 +161,7 @@ class DiTAccelFirstBlockCache(GateNode):
 
     @classmethod
     def execute(cls, model, preset: str, **custom: Any) -> io.NodeOutput:
-        return io.NodeOutput(apply_first_block_cache(model, presets.first_block_cache(preset, custom)))
+        return io.NodeOutput(apply_first_block_cache(model, Request(records.FBCACHE, preset, custom)))
 
 
 NODES = [DiTAccelTaylorSeer, DiTAccelCGTaylor, DiTAccelFirstBlockCache]

@@ -19,6 +19,7 @@ from typing import Any
 from comfy_api.latest import io
 
 from ..accel_core.quoting import quoted
+from ..accel_core.settings.records import PRESET_NAMES
 
 # what the adapters cover
 FAMILIES = "Wan 2.x, Flux, SD3 / SD3.5, HunyuanVideo, Qwen-Image, Chroma, Lumina 2 / Z-Image or HiDream-I1"
@@ -115,3 +116,12 @@ def _types_meet(received: Any, wanted: str) -> bool:
 def given(value: Any) -> Any:
     """A validate_inputs value as the node's own parsers take it (None where the prompt left it out)."""
     return None if value is ABSENT else value
+
+
+PRESET_TIP = ("quality / balanced / fast: the settings record of the loaded model (its published settings where "
+              "there are any; see docs/results/settings.md), resolved for the run's step count; the report names "
+              "each value's source. custom: the inputs below, as given.")
+
+
+def preset_input() -> io.Combo.Input:
+    return io.Combo.Input("preset", options=list(PRESET_NAMES), default="balanced", tooltip=PRESET_TIP)

@@ -6,18 +6,17 @@ from typing import Any
 
 from comfy_api.latest import io
 
-from ..accel_core.spatial import presets
+from ..accel_core.settings import records
+from ..accel_core.settings.resolve import Request
 from ..accel_core.spatial.apply import apply_jit, apply_ras
 from ..accel_core.spatial.jit import INTERPOLATE, JiTConfig, parse_fractions
-from ..accel_core.spatial.ras import METRICS
-from .inputs import ABSENT, given, schema_error, window_error
+from ..accel_core.spatial.ras import METRICS, RASConfig
+from .inputs import ABSENT, given, preset_input, schema_error, window_error
 
 CATEGORY = "DiTAccel/spatial"
 MODEL_TIP = "The diffusion model (Wan 2.1 / 2.2; other families are refused with a message). Stacks with the " \
             "other DiTAccel nodes."
-PRESET_TIP = ("quality / balanced / fast: settings calibrated on the embedded model (see README); "
-              "custom: the inputs below.")
-RAS_DEFAULT = presets.RAS["balanced"]
+RAS_DEFAULT = RASConfig(**records.embedded_balanced(records.RAS))
 
 
 class DiTAccelRAS(io.ComfyNode):
@@ -33,7 +32,7 @@ class DiTAccelRAS(io.ComfyNode):
                         "still sees every token through a key/value cache. Wan 2.x.",
             inputs=[
                 io.Model.Input("model", tooltip=MODEL_TIP),
-                io.Combo.Input("preset", options=list(presets.PRESET_NAMES), default="balanced", tooltip=PRESET_TIP),
+                preset_input(),
                 io.Float.Input("sample_ratio", default=d.sample_ratio, min=0.05, max=1.0, step=0.01, optional=True,
                                tooltip="custom: share of the image tokens computed on a sparse step."),
                 io.Int.Input("warmup_steps", default=d.warmup_steps, min=0, max=1000, optional=True,
@@ -75,16 +74,14 @@ class DiTAccelRAS(io.ComfyNode):
                 dense_steps: int | None = None, final_dense_steps: int | None = None, high_ratio: float | None = None,
                 starvation_scale: float | None = None, metric: str | None = None, start_percent: float = 0.0,
                 end_percent: float = 1.0) -> io.NodeOutput:
-        config = presets.ras(preset, {"sample_ratio": sample_ratio, "warmup_steps": warmup_steps,
-                                      "dense_steps": dense_steps, "final_dense_steps": final_dense_steps,
-                                      "high_ratio": high_ratio,
-                                      "starvation_scale": starvation_scale, "metric": metric})
-        if (start_percent, end_percent) != (0.0, 1.0):
-            config = config.with_window(start_percent, end_percent)
+        config = Request(records.RAS, preset, {
+            "sample_ratio": sample_ratio, "warmup_steps": warmup_steps, "dense_steps": dense_steps,
+            "final_dense_steps": final_dense_steps, "high_ratio": high_ratio, "starvation_scale": starvation_scale,
+            "metric": metric, "start_percent": start_percent, "end_percent": end_percent})
         return io.NodeOutput(apply_ras(model, config))
 
 
-JIT_DEFAULT = presets.JIT["balanced"]
+JIT_DEFAULT = JiTConfig(**records.embedded_balanced(records.JIT))
 
 
 def fractions_text(values: tuple[float, ...]) -> str:
@@ -117,7 +114,7 @@ class DiTAccelJiT(io.ComfyNode):
                         "change are eased in by a deterministic micro-flow. Works with the stock KSampler. Wan 2.x.",
             inputs=[
                 io.Model.Input("model", tooltip=MODEL_TIP),
-                io.Combo.Input("preset", options=list(presets.PRESET_NAMES), default="balanced", tooltip=PRESET_TIP),
+                preset_input(),
                 io.String.Input("stages", default=fractions_text(d.stages), optional=True,
                                 tooltip="custom: where each stage ends, as comma-separated shares of the steps, "
                                         "rising to 1.0 (e.g. 0.4, 0.65, 1.0)."),
@@ -151,9 +148,9 @@ class DiTAccelJiT(io.ComfyNode):
     def execute(cls, model, preset: str, stages: str | None = None, densities: str | None = None,
                 relax: int | None = None, interpolate: str | None = None, warmup_steps: int | None = None,
                 full_context: bool | None = None) -> io.NodeOutput:
-        config = presets.jit(preset, {"stages": stages, "densities": densities, "relax": relax,
-                                      "interpolate": interpolate, "warmup_steps": warmup_steps,
-                                      "full_context": full_context})
+        config = Request(records.JIT, preset, {"stages": stages, "densities": densities, "relax": relax,
+                                               "interpolate": interpolate, "warmup_steps": warmup_steps,
+                                               "full_context": full_context})
         return io.NodeOutput(apply_jit(model, config))
 
 

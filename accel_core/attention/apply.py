@@ -18,6 +18,7 @@ import torch
 from ..adapters import HOOK_ATTENTION, HOOK_BLOCK_REPLACE
 from ..comfy_patch import attach, set_attention_override, set_block_patches
 from ..run_context import BlockMarker, BlockSite, ConfiguredMethod, RunContext
+from ..settings.resolve import Request, at_apply
 from . import engine
 from .config import SparseAttentionConfig
 from .dispatch import backend_for
@@ -31,6 +32,7 @@ NODE = "DiTAccelSparseAttention"
 
 @dataclass
 class SparseRunState:
+    config: SparseAttentionConfig  # as resolved for this run
     sites: dict[tuple, engine.SiteState] = field(default_factory=dict)
 
     def site(self, key: tuple) -> engine.SiteState:
@@ -100,14 +102,15 @@ def dense_reason(config: SparseAttentionConfig, ctx: RunContext, site: BlockSite
     return None
 
 
-def attention_hook(config: SparseAttentionConfig) -> Callable[..., torch.Tensor]:
+def attention_hook() -> Callable[..., torch.Tensor]:
     def attention(call_next: Callable[..., torch.Tensor], ctx: RunContext | None, q: torch.Tensor,
                   k: torch.Tensor, v: torch.Tensor, heads: int, *args: Any, **kwargs: Any) -> torch.Tensor:
         to = kwargs.get("transformer_options") or {}
         marker: BlockMarker | None = to.get(BLOCK_KEY)
         call = ctx.current_call if ctx is not None else None
-        if marker is None or call is None:
+        if marker is None or call is None or KEY not in ctx.states:
             return call_next(q, k, v, heads, *args, **kwargs)
+        config: SparseAttentionConfig = ctx.state(KEY).config
         kind = marker.next_attention()
         mask = args[0] if args else kwargs.get("mask")
         skip_reshape = bool(kwargs.get("skip_reshape"))
@@ -174,9 +177,10 @@ def _merge_text_keys(q: torch.Tensor, k_txt: torch.Tensor, v_txt: torch.Tensor,
     return w_img * image_part.out.float() + (1 - w_img) * out_txt
 
 
-def apply_sparse_attention(model: Any, config: SparseAttentionConfig) -> Any:
-    method = ConfiguredMethod(KEY, config, lambda c, run: SparseRunState())
+def apply_sparse_attention(model: Any, config: SparseAttentionConfig | Request) -> Any:
+    config, request = at_apply(config, model, NODE)
+    method = ConfiguredMethod(KEY, config, lambda c, run: SparseRunState(c), request)
     m, adapter = attach(model, method, NEEDS, name=NODE)
     set_block_patches(m, adapter, KEY, block_hook())
-    set_attention_override(m, KEY, attention_hook(config))
+    set_attention_override(m, KEY, attention_hook())
     return m

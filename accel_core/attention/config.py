@@ -1,11 +1,10 @@
-"""Settings of the sparse-attention node and its presets."""
+"""Settings of the sparse-attention node (its presets are settings records: accel_core/settings/records.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 METHODS = ("grat", "pisa", "svg2", "draft", "rettention")
-PRESET_NAMES = ("quality", "balanced", "fast", "custom")
 
 
 @dataclass(frozen=True)
@@ -33,21 +32,3 @@ class SparseAttentionConfig:
     def tag(self) -> str:
         return (f"sparse attention {self.method} density {self.density:g}, dense steps {self.dense_steps}, "
                 f"dense blocks {self.dense_blocks}")
-
-
-# Calibrated on the embedded model at 1024 px (tools/benchmarks/bench_sparse_e2e.py --split tune).
-PRESETS: dict[str, dict[str, float | int]] = {
-    "quality": {"density": 0.3, "dense_steps": 6, "dense_blocks": 1},
-    "balanced": {"density": 0.2, "dense_steps": 4, "dense_blocks": 1},
-    "fast": {"density": 0.12, "dense_steps": 3, "dense_blocks": 0},
-}
-
-
-def preset_config(preset: str, method: str, **custom: float | int) -> SparseAttentionConfig:
-    """The config for `preset` (custom: the raw inputs) with the chosen method."""
-    if preset == "custom":
-        return SparseAttentionConfig(method=method, **custom)
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {', '.join(PRESET_NAMES)}, got {preset!r}")
-    window = {k: v for k, v in custom.items() if k in ("start_percent", "end_percent", "estimate_skipped")}
-    return SparseAttentionConfig(method=method, **PRESETS[preset], **window)

@@ -19,6 +19,7 @@ from ..comfy_patch import (
 )
 from ..module_wrap import ModuleSlot
 from ..run_context import ConfiguredMethod, RunContext
+from ..settings.resolve import Request, at_apply
 from . import first_block, taylorseer
 
 NEEDS = frozenset({HOOK_BLOCK_REPLACE})
@@ -30,11 +31,12 @@ def _apply(model: Any, method: ConfiguredMethod, hook: Callable, node: str) -> A
     return m
 
 
-def apply_taylorseer(model: Any, config: taylorseer.TaylorSeerConfig) -> Any:
+def apply_taylorseer(model: Any, config: taylorseer.TaylorSeerConfig | Request) -> Any:
     node = "DiTAccelTaylorSeer"
     adapter = adapter_for(model.get_model_object("diffusion_model"), method=node)
+    config, request = at_apply(config, model, node)
     config = config.resolved(adapter.offers(HOOK_FORWARD), adapter.display_name)
-    method = ConfiguredMethod(taylorseer.KEY, config, taylorseer.new_state)
+    method = ConfiguredMethod(taylorseer.KEY, config, taylorseer.new_state, request)
     if config.granularity == taylorseer.OUTPUT:
         m, _ = attach(model, method, frozenset({HOOK_FORWARD}), name=node)
         clear_block_patches(m, taylorseer.KEY)  # a TaylorSeer applied before in another granularity
@@ -79,11 +81,18 @@ def _cgtaylor_state(config: first_block.CGTaylorConfig, run: RunContext) -> firs
                                      first_block_order=config.first_block_order)
 
 
-def apply_first_block_cache(model: Any, config: first_block.FirstBlockCacheConfig) -> Any:
-    method = ConfiguredMethod(first_block.FBCACHE_KEY, config, _fbcache_state)
-    return _apply(model, method, first_block.gated_block_hook(first_block.FBCACHE_KEY), "DiTAccelFirstBlockCache")
+def apply_first_block_cache(model: Any, config: first_block.FirstBlockCacheConfig | Request) -> Any:
+    node = "DiTAccelFirstBlockCache"
+    method = ConfiguredMethod(first_block.FBCACHE_KEY, *_config(config, model, node, _fbcache_state))
+    return _apply(model, method, first_block.gated_block_hook(first_block.FBCACHE_KEY), node)
 
 
-def apply_cg_taylor(model: Any, config: first_block.CGTaylorConfig) -> Any:
-    method = ConfiguredMethod(first_block.CGTAYLOR_KEY, config, _cgtaylor_state)
-    return _apply(model, method, first_block.gated_block_hook(first_block.CGTAYLOR_KEY), "DiTAccelCGTaylor")
+def apply_cg_taylor(model: Any, config: first_block.CGTaylorConfig | Request) -> Any:
+    node = "DiTAccelCGTaylor"
+    method = ConfiguredMethod(first_block.CGTAYLOR_KEY, *_config(config, model, node, _cgtaylor_state))
+    return _apply(model, method, first_block.gated_block_hook(first_block.CGTAYLOR_KEY), node)
+
+
+def _config(setting: Any, model: Any, node: str, make_state: Callable) -> tuple[Any, Callable, Request | None]:
+    config, request = at_apply(setting, model, node)
+    return config, make_state, request

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..adapters import HOOK_ATTENTION, HOOK_BLOCK_REPLACE, UnsupportedModelError
+from ..adapters import HOOK_ATTENTION, HOOK_BLOCK_REPLACE, UnsupportedModelError, adapter_for
 from ..comfy_patch import (
     METHODS_KEY,
     add_post_cfg,
@@ -27,6 +27,7 @@ from ..comfy_patch import (
 )
 from ..report import RAN_SUBSET
 from ..run_context import BlockMarker, BlockSite, ConfiguredMethod, RunContext
+from ..settings.resolve import Request, at_apply
 from ..token_subset import TokenSubset, gather_tokens, same_rows, scatter_tokens
 from . import jit, ras
 from .tokens import rows_for_call, to_pixels
@@ -229,8 +230,10 @@ def _ras_state(config: ras.RASConfig, run: RunContext) -> ras.RASState:
     return ras.RASState(config=config, plan=config.plan(run.total_steps), patch=run.adapter.patch_size)
 
 
-def apply_ras(model: Any, config: ras.RASConfig) -> Any:
-    method = ConfiguredMethod(ras.KEY, config, _ras_state)
+def apply_ras(model: Any, config: ras.RASConfig | Request) -> Any:
+    check_family(adapter_for(model.get_model_object("diffusion_model"), method=RAS_NODE), RAS_NODE)
+    config, request = at_apply(config, model, RAS_NODE)
+    method = ConfiguredMethod(ras.KEY, config, _ras_state, request)
     m, adapter = attach(model, method, NEEDS, name=RAS_NODE)
     check_family(adapter, RAS_NODE)
     refuse_both(m, RAS_NODE)
@@ -339,8 +342,10 @@ def _jit_state(config: jit.JiTConfig, run: RunContext) -> jit.JiTState:
     return jit.JiTState(config=config, total_steps=run.total_steps, patch=run.adapter.patch_size)
 
 
-def apply_jit(model: Any, config: jit.JiTConfig) -> Any:
-    method = ConfiguredMethod(jit.KEY, config, _jit_state)
+def apply_jit(model: Any, config: jit.JiTConfig | Request) -> Any:
+    check_family(adapter_for(model.get_model_object("diffusion_model"), method=JIT_NODE), JIT_NODE)
+    config, request = at_apply(config, model, JIT_NODE)
+    method = ConfiguredMethod(jit.KEY, config, _jit_state, request)
     m, adapter = attach(model, method, NEEDS, name=JIT_NODE)
     check_family(adapter, JIT_NODE)
     refuse_both(m, JIT_NODE)

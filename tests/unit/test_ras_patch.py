@@ -105,11 +105,12 @@ def test_unsupported_family_is_refused_naming_what_is_supported():
 def test_runs_under_softpag_applied_first_and_its_perturbation_still_runs(wan, spatial):
     from comfyui_ditaccel.accel_core.guidance.apply import apply_softpag
     from comfyui_ditaccel.accel_core.guidance.softpag import SoftPAGConfig
-    from comfyui_ditaccel.accel_core.spatial import presets
+    from comfyui_ditaccel.accel_core.settings import records
+    from comfyui_ditaccel.accel_core.settings.resolve import Request
     from comfyui_ditaccel.accel_core.spatial.apply import apply_jit
 
     guided = apply_softpag(wan, SoftPAGConfig("2:all", 1.0, 3.0))
-    m = apply_ras(guided, config()) if spatial == "ras" else apply_jit(guided, presets.JIT["balanced"])
+    m = apply_ras(guided, config()) if spatial == "ras" else apply_jit(guided, Request(records.JIT, "balanced"))
     out = sample(m, steps=STEPS, size=SIZE)
     record = report_holder(m).latest
     assert torch.isfinite(out).all() and any("subset" in s.ran for s in record.steps())

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 from comfyui_ditaccel.accel_core.attention import dispatch, draft, engine, grat, pisa, rettention, selection, svg2
-from comfyui_ditaccel.accel_core.attention.config import PRESETS, SparseAttentionConfig, preset_config
+from comfyui_ditaccel.accel_core.attention.config import SparseAttentionConfig
 from comfyui_ditaccel.accel_core.attention.layout import TileLayout
 from comfyui_ditaccel.kernels import block_sparse_cpu
 from comfyui_ditaccel.kernels import block_sparse_reference as ref
@@ -682,20 +682,6 @@ def test_config_accepts_bounds() -> None:
     assert SparseAttentionConfig(density=1.0).density == 1.0
     assert SparseAttentionConfig(method="svg2", density=1e-3).method == "svg2"
 
-
-def test_preset_config() -> None:
-    config = preset_config("balanced", "grat")
-    assert config.method == "grat"
-    for key, value in PRESETS["balanced"].items():
-        assert getattr(config, key) == value
-    fast = preset_config("fast", "pisa", density=0.9, start_percent=0.2)
-    assert fast.density == PRESETS["fast"]["density"] and fast.start_percent == 0.2
-    custom = preset_config("custom", "draft", density=0.42, dense_steps=7, dense_blocks=3)
-    assert (custom.method, custom.density, custom.dense_steps, custom.dense_blocks) == ("draft", 0.42, 7, 3)
-    with pytest.raises(ValueError, match="preset"):
-        preset_config("turbo", "grat")
-    with pytest.raises(ValueError, match="density"):
-        preset_config("custom", "grat", density=0.0)
 
 
 @pytest.mark.parametrize("method", ["grat", "pisa", "draft", "rettention"])

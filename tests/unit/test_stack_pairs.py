@@ -18,13 +18,13 @@ import pytest
 import torch
 from comfyui_ditaccel.accel_core.attention.apply import apply_sparse_attention
 from comfyui_ditaccel.accel_core.attention.config import SparseAttentionConfig
-from comfyui_ditaccel.accel_core.caching import presets as caching_presets
 from comfyui_ditaccel.accel_core.caching.apply import apply_cg_taylor, apply_first_block_cache, apply_taylorseer
 from comfyui_ditaccel.accel_core.comfy_patch import report_holder
 from comfyui_ditaccel.accel_core.guidance.apply import apply_softpag
 from comfyui_ditaccel.accel_core.guidance.softpag import SoftPAGConfig
 from comfyui_ditaccel.accel_core.metrics import psnr
-from comfyui_ditaccel.accel_core.spatial import presets as spatial_presets
+from comfyui_ditaccel.accel_core.settings import records
+from comfyui_ditaccel.accel_core.settings.resolve import Request
 from comfyui_ditaccel.accel_core.spatial.apply import apply_jit, apply_ras
 
 from tools.runtime import model_files
@@ -32,14 +32,18 @@ from tools.runtime.sampling import WAN_FILE, load_model, sample
 
 Apply = Callable[[Any], Any]
 
+def taylorseer(granularity: str) -> Request:
+    return Request(records.TAYLORSEER, "fast", {"granularity": granularity})
+
+
 NODES: dict[str, Apply] = {
-    "TaylorSeer blocks": lambda m: apply_taylorseer(m, caching_presets.taylorseer("fast", {"granularity": "blocks"})),
-    "TaylorSeer modules": lambda m: apply_taylorseer(m, caching_presets.taylorseer("fast", {"granularity": "modules"})),
-    "TaylorSeer output": lambda m: apply_taylorseer(m, caching_presets.taylorseer("fast", {"granularity": "output"})),
-    "CGTaylor": lambda m: apply_cg_taylor(m, caching_presets.cg_taylor("fast", {})),
-    "FirstBlockCache": lambda m: apply_first_block_cache(m, caching_presets.first_block_cache("fast", {})),
-    "RAS": lambda m: apply_ras(m, spatial_presets.ras("fast", {})),
-    "JiT": lambda m: apply_jit(m, spatial_presets.jit("fast", {})),
+    "TaylorSeer blocks": lambda m: apply_taylorseer(m, taylorseer("blocks")),
+    "TaylorSeer modules": lambda m: apply_taylorseer(m, taylorseer("modules")),
+    "TaylorSeer output": lambda m: apply_taylorseer(m, taylorseer("output")),
+    "CGTaylor": lambda m: apply_cg_taylor(m, Request(records.CG_TAYLOR, "fast")),
+    "FirstBlockCache": lambda m: apply_first_block_cache(m, Request(records.FBCACHE, "fast")),
+    "RAS": lambda m: apply_ras(m, Request(records.RAS, "fast")),
+    "JiT": lambda m: apply_jit(m, Request(records.JIT, "fast")),
     "SoftPAG": lambda m: apply_softpag(m, SoftPAGConfig("1:all; 4:0", 1.0, 1.0)),
     "SparseAttention": lambda m: apply_sparse_attention(m, SparseAttentionConfig(
         method="draft", density=0.3, dense_steps=1, dense_blocks=0, query_tile=4, key_tile=2, min_tokens=1)),

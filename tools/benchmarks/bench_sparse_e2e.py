@@ -21,7 +21,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from comfyui_ditaccel.accel_core.attention.config import PRESETS
+from comfyui_ditaccel.accel_core.settings import records
 
 from tools.benchmarks import bench_caching as bc
 from tools.runtime import dit_runtime
@@ -41,10 +41,14 @@ class Chain:
 CUSTOM_KEYS = ("density", "dense_steps", "dense_blocks", "start_percent", "end_percent", "estimate_skipped")
 
 
+def _embedded(preset: str) -> dict:
+    return dict(records.EMBEDDED[records.SPARSE][preset].values)
+
+
 def parse_custom(spec: str) -> tuple[str, dict[str, float | int]]:
     """`grat:density=0.12,dense_steps=8,dense_blocks=0` -> (method, settings); unset keys: balanced's."""
     method, _, rest = spec.partition(":")
-    settings: dict[str, float | int] = dict(PRESETS["balanced"])
+    settings: dict[str, float | int] = records.embedded_balanced(records.SPARSE)
     for item in filter(None, (t.strip() for t in rest.split(","))):
         key, _, value = item.partition("=")
         if key not in CUSTOM_KEYS:
@@ -58,7 +62,7 @@ def chains(methods: list[str], preset: str, combine: str, custom: list[str], tay
     out = [Chain("baseline")]
     for m in methods:
         out.append(Chain(f"sparse {m} {preset}", (("DiTAccelSparseAttention", {"preset": preset, "method": m}),),
-                         tuple(PRESETS[preset].items())))
+                         tuple(_embedded(preset).items())))
     for spec in custom:
         m, settings = parse_custom(spec)
         label = ", ".join(f"{k} {settings[k]:g}" for k in CUSTOM_KEYS if k in settings)
@@ -70,7 +74,7 @@ def chains(methods: list[str], preset: str, combine: str, custom: list[str], tay
         out.append(Chain("TaylorSeer balanced", (ts,)))
         out.append(Chain(f"TaylorSeer balanced + sparse {combine} {preset}",
                          (ts, ("DiTAccelSparseAttention", {"preset": preset, "method": combine})),
-                         tuple(PRESETS[preset].items())))
+                         tuple(_embedded(preset).items())))
     return out
 
 
@@ -101,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=28)
     ap.add_argument("--cases", type=int, default=1)
     ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--preset", default="balanced", choices=list(PRESETS))
+    ap.add_argument("--preset", default="balanced", choices=list(records.PRESETS))
     ap.add_argument("--methods", nargs="*", default=["grat", "pisa", "svg2", "draft", "rettention"])
     ap.add_argument("--combine", default="pisa", help="sparse method combined with TaylorSeer")
     ap.add_argument("--custom", nargs="*", default=[],

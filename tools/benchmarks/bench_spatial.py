@@ -67,15 +67,19 @@ def configs(sweep: bool) -> list[Config]:
 
 
 def _balanced_ras() -> dict:
-    from comfyui_ditaccel.accel_core.spatial.presets import RAS
+    from comfyui_ditaccel.accel_core.settings import records
+    from comfyui_ditaccel.accel_core.spatial.ras import RASConfig
 
-    c = RAS["balanced"]
+    c = RASConfig(**records.embedded_balanced(records.RAS))
     return {"sample_ratio": c.sample_ratio, "warmup_steps": c.warmup_steps, "dense_steps": c.dense_steps,
             "final_dense_steps": c.final_dense_steps, "starvation_scale": c.starvation_scale, "metric": c.metric}
 
 
 def _paper_jit() -> dict:
-    from comfyui_ditaccel.accel_core.spatial.presets import JIT_PAPER as c
+    from comfyui_ditaccel.accel_core.settings import records
+    from comfyui_ditaccel.accel_core.spatial.jit import JiTConfig
+
+    c = JiTConfig(**records.JIT_REAL["balanced"].values)
 
     return {"stages": ", ".join(f"{v:g}" for v in c.stages), "densities": ", ".join(f"{v:g}" for v in c.densities),
             "relax": c.relax, "interpolate": c.interpolate, "warmup_steps": c.warmup_steps,

@@ -1,0 +1,147 @@
+"""The one preset resolver: a node's preset and inputs, the model's variant and the run's step count -> a config.
+
+A node stores a `Request` (its preset and the inputs it was given). At apply time the request is
+resolved for the variant the model's dimensions show, which picks the hooks (TaylorSeer's
+granularity, JiT's attention override); when a sampling run starts it is resolved again for the
+variant the run shows and its step count, keeping the hook-deciding fields from apply time.
+`custom` takes the node's inputs as given, unscaled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from types import MappingProxyType
+from typing import Any
+
+from ..adapters import UnsupportedModelError, adapter_for
+from ..attention.config import SparseAttentionConfig
+from ..caching.first_block import CGTaylorConfig, FirstBlockCacheConfig
+from ..caching.taylorseer import TaylorSeerConfig
+from ..quoting import quoted
+from ..spatial.jit import JiTConfig, parse_fractions
+from ..spatial.ras import RASConfig
+from . import records
+from .records import PRESET_NAMES, Steps
+from .variants import Variant, identify
+
+CUSTOM_SOURCE = "custom: the node's inputs, as given"
+
+
+def _jit_values(values: dict[str, Any]) -> dict[str, Any]:
+    for name in ("stages", "densities"):
+        if isinstance(values.get(name), str):
+            values[name] = parse_fractions(values[name], name)
+    return values
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    node: str
+    config: type
+    always: tuple[str, ...] = ()  # inputs applied whatever the preset (they choose how, not how much)
+    fixed_at_apply: tuple[str, ...] = ()  # fields that decide the hooks: a run keeps the apply-time values
+    kind_input: str | None = None  # an input choosing among kinds that may have records of their own
+    convert: Callable[[dict[str, Any]], dict[str, Any]] = lambda values: values
+    internal: tuple[str, ...] = ("reference_steps", "chosen")  # config fields that are not inputs
+
+    @property
+    def inputs(self) -> frozenset[str]:
+        return frozenset(f.name for f in fields(self.config) if f.name not in self.internal)
+
+
+SPECS: dict[str, MethodSpec] = {
+    records.TAYLORSEER: MethodSpec("DiTAccelTaylorSeer", TaylorSeerConfig, always=("granularity",),
+                                   fixed_at_apply=("granularity", "chosen")),
+    records.CG_TAYLOR: MethodSpec("DiTAccelCGTaylor", CGTaylorConfig),
+    records.FBCACHE: MethodSpec("DiTAccelFirstBlockCache", FirstBlockCacheConfig),
+    records.RAS: MethodSpec("DiTAccelRAS", RASConfig, always=("start_percent", "end_percent")),
+    records.JIT: MethodSpec("DiTAccelJiT", JiTConfig, fixed_at_apply=("full_context",), convert=_jit_values),
+    records.SPARSE: MethodSpec("DiTAccelSparseAttention", SparseAttentionConfig,
+                               always=("method", "start_percent", "end_percent", "estimate_skipped"),
+                               kind_input="method"),
+}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A config and what it came from."""
+
+    method: str
+    config: Any
+    preset: str
+    variant: Variant | None
+    source: str
+    total_steps: int
+
+    def line(self) -> str:
+        """The report's line: node, preset, resolved settings, variant and source."""
+        where = f" on {self.variant.name}" if self.variant else ""
+        return f"{SPECS[self.method].node} {self.preset}{where}: {self.config.tag()}; source: {self.source}"
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a node was given: its method, preset and optional inputs (None: not given)."""
+
+    method: str
+    preset: str
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", MappingProxyType(dict(self.inputs)))
+        spec = SPECS[self.method]
+        unknown = sorted(set(self.inputs) - spec.inputs)
+        if unknown:
+            raise ValueError(f"{spec.node}: {', '.join(quoted(u) for u in unknown)} is not a setting of this node "
+                             f"(its settings: {', '.join(sorted(spec.inputs))})")
+        if self.preset not in PRESET_NAMES:
+            raise ValueError(f"{spec.node}: preset must be one of {', '.join(PRESET_NAMES)}, got {quoted(self.preset)}")
+
+    @property
+    def spec(self) -> MethodSpec:
+        return SPECS[self.method]
+
+    def table(self, variant: Variant) -> Mapping[str, records.Preset]:
+        rec = records.BY_KEY.get(variant.key)
+        kind = self.inputs.get(self.spec.kind_input) if self.spec.kind_input else None
+        table = None
+        if rec is not None:
+            table = (rec.methods.get(f"{self.method}/{kind}") if kind else None) or rec.methods.get(self.method)
+        if table is None:
+            raise UnsupportedModelError(f"{self.spec.node}: no settings record for {variant.name}; use preset "
+                                        f"'custom' with your own values")
+        return table
+
+    def resolve(self, variant: Variant | None, total_steps: int) -> Resolved:
+        spec = self.spec
+        given = {k: v for k, v in self.inputs.items() if v is not None}
+        if self.preset == "custom":
+            return Resolved(self.method, spec.config(**spec.convert(given)), "custom", variant, CUSTOM_SOURCE,
+                            total_steps)
+        if variant is None:
+            raise ValueError(f"{spec.node}: preset {self.preset!r} needs the model's variant")
+        preset = self.table(variant)[self.preset]
+        values = {k: v.steps(total_steps) if isinstance(v, Steps) else v for k, v in preset.values.items()}
+        values.update({k: given[k] for k in spec.always if k in given})
+        return Resolved(self.method, spec.config(**spec.convert(values)), self.preset, variant, preset.source,
+                        total_steps)
+
+    def for_run(self, variant: Variant | None, total_steps: int, applied: Any) -> Resolved:
+        """Resolved for a run; the fields that chose the hooks keep their apply-time values."""
+        resolved = self.resolve(variant, total_steps)
+        keep = {name: getattr(applied, name) for name in self.spec.fixed_at_apply}
+        return replace(resolved, config=replace(resolved.config, **keep)) if keep else resolved
+
+
+# the step count an apply-time resolution uses (the hooks it picks do not depend on it)
+APPLY_STEPS = 28
+
+
+def at_apply(setting: Any, model: Any, node: str) -> tuple[Any, Request | None]:
+    """(the config to choose hooks with, the request to resolve per run) for a node's Request; a config
+    given directly (tests, benchmarks) is used as it is, on every run."""
+    if not isinstance(setting, Request):
+        return setting, None
+    dm = model.get_model_object("diffusion_model")
+    return setting.resolve(identify(adapter_for(dm, method=node), dm), APPLY_STEPS).config, setting
