@@ -10,12 +10,14 @@ from comfy_api.latest import io
 from ..accel_core.guidance import head_search, scene_detector
 from ..accel_core.guidance.apply import apply_softpag
 from ..accel_core.guidance.head_spec import HeadSpecError, parse
-from ..accel_core.guidance.softpag import SoftPAGConfig
+from ..accel_core.guidance.softpag import AUTO, SoftPAGConfig
 from .inputs import ABSENT, FAMILIES, given, schema_error, window_error
 
 CATEGORY = "DiTAccel/guidance"
 HEADS_TIP = ("Which attention heads to perturb: entries separated by ';', each [kind:]block:heads, 0-based; "
-             "heads 'all' or a list like 0,1. Wan: '3:all; 5:0,1'. Flux: 'double:3:all; single:10:2,5'.")
+             "heads 'all' or a list like 0,1. Wan: '3:all; 5:0,1'. Flux: 'double:3:all; single:10:2,5'. "
+             "auto: the loaded model's record (searched heads where there are any, else the layers layer-level "
+             "guidance uses); the report names them and their source.")
 
 
 class DiTAccelSoftPAG(io.ComfyNode):
@@ -30,7 +32,7 @@ class DiTAccelSoftPAG(io.ComfyNode):
                         "away from it by `scale`. Works with CFG on or off and with the caching nodes.",
             inputs=[
                 io.Model.Input("model", tooltip=f"The diffusion model ({FAMILIES})."),
-                io.String.Input("heads", default="2:all", multiline=False, tooltip=HEADS_TIP),
+                io.String.Input("heads", default=AUTO, multiline=False, tooltip=HEADS_TIP),
                 io.Float.Input("strength", default=0.5, min=0.0, max=1.0, step=0.01,
                                tooltip="u: attention map (1 - u) A + u I on the chosen heads; 0 turns guidance off."),
                 io.Float.Input("scale", default=3.0, min=0.0, max=100.0, step=0.1,
@@ -49,7 +51,7 @@ class DiTAccelSoftPAG(io.ComfyNode):
         if error := schema_error(cls, heads=heads, strength=strength, scale=scale, start_percent=start_percent,
                                  end_percent=end_percent):
             return error
-        if given(heads) is not None:
+        if given(heads) is not None and heads.strip() != AUTO:
             try:
                 parse(heads)
             except HeadSpecError as e:

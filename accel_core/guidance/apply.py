@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
 
-from ..adapters import HOOK_ATTENTION, HOOK_BLOCK_REPLACE
+from ..adapters import HOOK_ATTENTION, HOOK_BLOCK_REPLACE, adapter_for
 from ..comfy_patch import (
     add_post_cfg,
     attach,
@@ -16,8 +17,10 @@ from ..comfy_patch import (
     set_block_patches,
 )
 from ..run_context import ConfiguredMethod
+from ..settings.resolve import Described, default_heads
+from ..settings.variants import identify
 from . import softpag
-from .head_spec import HeadSelection, parse, resolve
+from .head_spec import KINDS, HeadSelection, HeadSpecError, parse, resolve
 
 NEEDS = frozenset({HOOK_BLOCK_REPLACE, HOOK_ATTENTION})
 NODE = "DiTAccelSoftPAG"
@@ -59,8 +62,32 @@ def selection_for(model: Any, adapter: Any, heads: str) -> HeadSelection:
     return resolve(parse(heads), adapter, counts, num_heads)
 
 
+def auto_heads(model: Any, adapter: Any) -> tuple[str, str]:
+    """The heads SoftPAG takes for "auto" on this model, and their source: the variant's record where the
+    model has those blocks, else the share-of-depth rule."""
+    dm = model.get_model_object("diffusion_model")
+    variant = identify(adapter, dm)
+    counts, num_heads = attention_shape(model, adapter)
+    first = adapter.block_lists[0]
+    kind = next((k for k, name in KINDS.items() if name == first.replace_name), None)
+    kind = kind if len(adapter.block_lists) > 1 else None
+    heads, source = default_heads(variant, kind, counts[first.replace_name])
+    try:
+        resolve(parse(heads), adapter, counts, num_heads)
+    except HeadSpecError as e:
+        rule, why = default_heads(variant, kind, counts[first.replace_name], use_record=False)
+        heads, source = rule, f"{why} (the record's {heads!r} does not fit this model: {e})"
+    return heads, f"{variant.name}: {source}"
+
+
 def apply_softpag(model: Any, config: softpag.SoftPAGConfig) -> Any:
-    method = ConfiguredMethod(softpag.KEY, config, lambda c, run: None)
+    adapter = adapter_for(model.get_model_object("diffusion_model"), NEEDS, NODE)
+    described = Described(NODE, f"heads {config.heads!r}", "the node's inputs, as given")
+    if config.heads.strip() == softpag.AUTO:
+        heads, source = auto_heads(model, adapter)
+        config = replace(config, heads=heads)
+        described = Described(NODE, "heads auto", source)
+    method = ConfiguredMethod(softpag.KEY, config, lambda c, run: None, described)
     m, adapter = attach(model, method, NEEDS, name=NODE)
     selection = selection_for(m, adapter, config.heads)
     set_block_patches(m, adapter, softpag.KEY, softpag.block_hook(),

@@ -21,6 +21,8 @@ import torch
 from ..run_context import BlockHook, BlockMarker, BlockSite, RunContext
 from .head_spec import HeadSelection, parse
 
+AUTO = "auto"  # `heads`: the settings record's heads for the loaded model
+
 KEY = "ditaccel.softpag"
 PASS_KEY = "ditaccel_softpag_pass"  # transformer_options entry that marks the perturbed pass
 BLOCK_KEY = "ditaccel_block"  # transformer_options entry a block patch adds for the attention inside it
@@ -36,7 +38,8 @@ class SoftPAGConfig:
     end_percent: float = 1.0
 
     def __post_init__(self) -> None:
-        parse(self.heads)  # raises HeadSpecError naming the bad token
+        if self.heads.strip() != AUTO:  # "auto" is resolved per model when the node is applied
+            parse(self.heads)  # raises HeadSpecError naming the bad token
         if not 0.0 <= self.strength <= 1.0:
             raise ValueError(f"strength must be between 0 and 1, got {self.strength}")
         if not 0.0 <= self.scale <= 100.0:

@@ -309,6 +309,21 @@ RECORDS: tuple[VariantRecord, ...] = (
 )
 BY_KEY: dict[str, VariantRecord] = {r.key: r for r in RECORDS}
 
+# SoftPAG's default heads (its `heads` input left at "auto"): a searched head set where we have one, else the
+# layers layer-level perturbation guidance uses; elsewhere the same share of the depth as SD3's layer 9 of 24
+_SEARCHED = ("measured: tools/benchmarks/bench_softpag.py --search-cases 8 --eval-cases 24 --per-caption 3 "
+             "--rounds 2 --top-k 1 (HeadHunter's search on the embedded model at u 1, w 1; README, guidance results)")
+SOFTPAG_HEADS: dict[str, tuple[str, str]] = {
+    "embedded-image": ("0:0; 5:1", _SEARCHED),
+    "embedded-video": ("0:0; 5:1", f"{_SEARCHED}; the image model's search"),
+    "sd3-medium": ("9:all", "HeadHunter reference: cvlab-kaist/HeadHunter headhunter_arxiv.md App. C @3828d1c "
+                            "(layer-level SoftPAG on SD3 medium: grid layers 7-10, figures at layer 9)"),
+    "flux-dev": ("double:7:all; double:8:all; double:9:all",
+                 "peer: comfyanonymous/ComfyUI comfy_extras/nodes_slg.py @0c853f3 (SkipLayerGuidanceDiT's default "
+                 "double blocks 7, 8, 9; no head or layer set is published for Flux-dev's general quality)"),
+}
+SOFTPAG_SHARE = 9 / 24  # SD3 medium's layer 9 of 24, for the families with nothing published
+
 
 def record(key: str) -> VariantRecord:
     if key not in BY_KEY:

@@ -23,7 +23,7 @@ from ..spatial.jit import JiTConfig, parse_fractions
 from ..spatial.ras import RASConfig
 from . import records
 from .records import PRESET_NAMES, Steps
-from .variants import Variant, identify
+from .variants import NAMES, Variant, identify
 
 CUSTOM_SOURCE = "custom: the node's inputs, as given"
 
@@ -67,7 +67,7 @@ SPECS: dict[str, MethodSpec] = {
 class Resolved:
     """A config and what it came from."""
 
-    method: str
+    node: str
     config: Any
     preset: str
     variant: Variant | None
@@ -77,7 +77,7 @@ class Resolved:
     def line(self) -> str:
         """The report's line: node, preset, resolved settings, variant and source."""
         where = f" on {self.variant.name}" if self.variant else ""
-        return f"{SPECS[self.method].node} {self.preset}{where}: {self.config.tag()}; source: {self.source}"
+        return f"{self.node} {self.preset}{where}: {self.config.tag()}; source: {self.source}"
 
 
 @dataclass(frozen=True)
@@ -117,14 +117,14 @@ class Request:
         spec = self.spec
         given = {k: v for k, v in self.inputs.items() if v is not None}
         if self.preset == "custom":
-            return Resolved(self.method, spec.config(**spec.convert(given)), "custom", variant, CUSTOM_SOURCE,
+            return Resolved(spec.node, spec.config(**spec.convert(given)), "custom", variant, CUSTOM_SOURCE,
                             total_steps)
         if variant is None:
             raise ValueError(f"{spec.node}: preset {self.preset!r} needs the model's variant")
         preset = self.table(variant)[self.preset]
         values = {k: v.steps(total_steps) if isinstance(v, Steps) else v for k, v in preset.values.items()}
         values.update({k: given[k] for k in spec.always if k in given})
-        return Resolved(self.method, spec.config(**spec.convert(values)), self.preset, variant, preset.source,
+        return Resolved(spec.node, spec.config(**spec.convert(values)), self.preset, variant, preset.source,
                         total_steps)
 
     def for_run(self, variant: Variant | None, total_steps: int, applied: Any) -> Resolved:
@@ -132,6 +132,41 @@ class Request:
         resolved = self.resolve(variant, total_steps)
         keep = {name: getattr(applied, name) for name in self.spec.fixed_at_apply}
         return replace(resolved, config=replace(resolved.config, **keep)) if keep else resolved
+
+
+# variants with no heads record of their own that take another's: same blocks, or the same share of the depth
+BORROWED_HEADS = {"sd3.5-medium": "sd3-medium", "sd3.5-large": "sd3-medium", "flux-schnell": "flux-dev",
+                  "chroma": "flux-dev"}
+
+
+@dataclass(frozen=True)
+class Described:
+    """A node's settings fixed at apply time (no preset), with the source the report names."""
+
+    node: str
+    what: str  # e.g. "heads auto"
+    source: str
+
+    def for_run(self, variant: Variant | None, total_steps: int, applied: Any) -> Resolved:
+        return Resolved(self.node, applied, self.what, variant, self.source, total_steps)
+
+
+def default_heads(variant: Variant, first_list_kind: str | None, first_list_blocks: int,
+                  use_record: bool = True) -> tuple[str, str]:
+    """SoftPAG's heads when its input is "auto": (heads in its grammar, source). `use_record` False: the
+    share-of-depth rule (a record's blocks that the loaded model does not have)."""
+    if use_record and variant.key in records.SOFTPAG_HEADS:
+        return records.SOFTPAG_HEADS[variant.key]
+    borrowed = BORROWED_HEADS.get(variant.key) if use_record else None
+    if borrowed:
+        heads, source = records.SOFTPAG_HEADS[borrowed]
+        if borrowed == "sd3-medium":  # the same share of a deeper stack
+            heads = f"{round(records.SOFTPAG_SHARE * first_list_blocks)}:all"
+        return heads, f"derived: {NAMES[borrowed]}'s layers; not measured (from: {source})"
+    block = min(first_list_blocks - 1, round(records.SOFTPAG_SHARE * first_list_blocks))
+    kind = f"{first_list_kind}:" if first_list_kind else ""
+    return (f"{kind}{block}:all", f"derived: layer-level perturbation at SD3 medium's share of the depth (layer 9 "
+                                  f"of 24) of the first block list; nothing published for {variant.name}; not measured")
 
 
 # the step count an apply-time resolution uses (the hooks it picks do not depend on it)

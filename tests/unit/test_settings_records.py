@@ -306,3 +306,21 @@ def test_sd3_from_its_depth():
 
     assert identify(SD3, mmdit(2)).key == "sd3-medium"
     assert identify(SD3, mmdit(38)).key == "sd3.5-large"
+
+
+# --- SoftPAG's heads on "auto" -----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("key", "kind", "blocks", "heads"), [
+    ("embedded-image", None, 6, "0:0; 5:1"), ("sd3-medium", None, 24, "9:all"), ("sd3.5-large", None, 38, "14:all"),
+    ("flux-dev", "double", 19, "double:7:all; double:8:all; double:9:all"), ("wan2.1-14b", None, 40, "15:all"),
+    ("hunyuan-video", "double", 20, "double:8:all"), ("qwen-image", None, 60, "22:all"),
+])
+def test_softpag_auto_heads_per_variant(key, kind, blocks, heads):
+    from comfyui_ditaccel.accel_core.guidance.head_spec import parse
+    from comfyui_ditaccel.accel_core.settings.resolve import default_heads
+
+    got, source = default_heads(variant(key), kind, blocks)
+    assert got == heads and parse(got) and source
+    assert ("headhunter_arxiv.md" in source) == key.startswith("sd3")
+    rule, why = default_heads(variant(key), kind, 2, use_record=False)
+    assert parse(rule)[0].block <= 1 and why.startswith("derived")

@@ -121,3 +121,16 @@ def test_stacks_with_taylorseer_on_separate_streams(wan):
 def test_out_of_range_heads_fail_at_apply_time(wan):
     with pytest.raises(HeadSpecError, match="block 9 is out of range"):
         apply_softpag(wan, SoftPAGConfig("9:all"))
+
+
+def test_auto_heads_take_the_embedded_models_searched_heads_and_the_report_names_them(wan):
+    m = apply_softpag(wan, SoftPAGConfig("auto", strength=0.5, scale=2.0))
+    out = sample(m, steps=3, cfg=1.0)
+    assert torch.isfinite(out).all()
+    record = report_holder(m).latest
+    assert record.variant.startswith("the embedded image model")
+    (line,) = record.settings
+    assert "heads='0:0; 5:1'" in line and "bench_softpag" in line
+    text = record.summary()
+    assert text.index("model: the embedded image model") < text.index("settings: DiTAccelSoftPAG heads auto")
+    assert torch.equal(out, sample(apply_softpag(wan, SoftPAGConfig("0:0; 5:1", 0.5, 2.0)), steps=3, cfg=1.0))
