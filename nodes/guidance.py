@@ -88,17 +88,19 @@ class DiTAccelHeadHunter(io.ComfyNode):
                                         " or 'all' for every block."),
                 io.Int.Input("rounds", default=2, min=1, max=20, tooltip="Search rounds."),
                 io.Int.Input("top_k", default=2, min=1, max=64, tooltip="Heads kept per round."),
-                io.Combo.Input("objective", options=list(head_search.OBJECTIVES), default="adherence",
-                               tooltip="adherence: how clearly the embedded model's detector finds the caption's "
-                                       "first '<colour> <shape>' (0-1, graded); sharpness / contrast / colourfulness / "
-                                       "structure: image statistics; reference: SSIM to the reference image."),
+                io.Combo.Input("objective", options=list(head_search.OBJECTIVES), default="structure",
+                               tooltip="structure / sharpness / contrast / colourfulness: image statistics any model's "
+                                       "images have (structure: share of pixels on an edge); adherence: how clearly "
+                                       "the embedded model's detector finds the caption's first '<colour> <shape>' "
+                                       "(embedded model only); reference: SSIM to the reference image."),
                 io.String.Input("caption", default="", optional=True,
                                 tooltip="For objective adherence: the caption the positive conditioning encodes."),
                 io.Image.Input("reference", optional=True, tooltip="For objective reference."),
                 io.Int.Input("steps", default=28, min=1, max=200, optional=True,
                              tooltip="Sampler steps of each search sample, as in KSampler."),
-                io.Float.Input("cfg", default=5.0, min=0.0, max=30.0, step=0.1, optional=True,
-                               tooltip="CFG scale of each search sample, as in KSampler."),
+                io.Float.Input("cfg", default=0.0, min=0.0, max=30.0, step=0.1, optional=True,
+                               tooltip="CFG scale of each search sample, as in KSampler; 0 (auto): 1 on guidance-"
+                                       "distilled models (Flux.1, HunyuanVideo), 5 on the others."),
                 io.Combo.Input("sampler_name", options=list(comfy.samplers.KSampler.SAMPLERS), default="euler",
                                optional=True, tooltip="Sampler of each search sample, as in KSampler."),
                 io.Combo.Input("scheduler", options=list(comfy.samplers.KSampler.SCHEDULERS), default="simple",
@@ -138,14 +140,16 @@ class DiTAccelHeadHunter(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, latent, vae, seeds: str, layers: str, rounds: int, top_k: int,
-                objective: str, caption: str = "", reference=None, steps: int = 28, cfg: float = 5.0,
+                objective: str, caption: str = "", reference=None, steps: int = 28, cfg: float = 0.0,
                 sampler_name: str = "euler", scheduler: str = "simple", strength: float = 1.0,
                 scale: float = 3.0) -> io.NodeOutput:
         score = head_search.objective_function(objective, caption, reference)
+        cfg, cfg_note = head_search.search_cfg(model, cfg)
         setup = head_search.SearchSetup(positive, negative, latent, vae, head_search.parse_seeds(seeds), steps, cfg,
                                         sampler_name, scheduler, strength, scale)
+        runs = head_search.planned_runs(model, setup, layers, rounds, top_k)
         result, spec = head_search.run_search(model, setup, layers, rounds, top_k, score)
-        text = head_search.summary(result, spec, objective)
+        text = head_search.summary(result, spec, objective, runs, cfg_note)
         return io.NodeOutput(spec, head_search.plot(result, objective), ui={"text": [text]})
 
 

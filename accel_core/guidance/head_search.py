@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from ..quoting import is_index, quoted
 from . import objectives, scene_detector
 from .apply import apply_softpag, attention_shape, selection_for
 from .head_spec import HeadSelection, HeadSpecError
-from .headhunter import Head, SearchResult, search
+from .headhunter import Head, SearchResult, budget, search
 from .softpag import SoftPAGConfig
 
 OBJECTIVES = ("adherence", *objectives.STATISTICS, "reference")
@@ -74,9 +75,33 @@ class SearchSetup:
     scale: float
 
 
+# guidance-distilled variants: they take the guidance strength as an input and are sampled at CFG 1 (real CFG
+# doubles the cost and over-saturates); the others at a usual real CFG
+DISTILLED = {"flux-dev": "Flux.1-dev is guidance-distilled (its guidance input; BFL's reference runs no CFG)",
+             "flux-schnell": "Flux.1-schnell is timestep-distilled and runs without CFG",
+             "hunyuan-video": "HunyuanVideo's released model is CFG-distilled (embedded guidance)"}
+REAL_CFG = 5.0
+
+
+def search_cfg(model: Any, cfg: float) -> tuple[float, str]:
+    """The CFG the search samples at: `cfg`, or with 0 (auto) 1 on guidance-distilled variants, 5 elsewhere."""
+    if cfg > 0:
+        return cfg, ""
+    from ..settings.variants import identify
+
+    dm = model.get_model_object("diffusion_model")
+    variant = identify(adapter_for(dm, method="DiTAccelHeadHunter"), dm)
+    if variant.key in DISTILLED:
+        return 1.0, f"cfg auto: 1 ({DISTILLED[variant.key]})"
+    return REAL_CFG, f"cfg auto: {REAL_CFG:g} ({variant.name} samples with real CFG)"
+
+
 def run_search(model: Any, setup: SearchSetup, layers: str, rounds: int, top_k: int,
                score_images: Callable[[torch.Tensor], float]) -> tuple[SearchResult, str]:
     pool, selection, adapter = candidate_heads(model, layers)
+    runs = len(setup.seeds) * (1 + budget(len(pool), rounds, top_k))
+    logging.info("DiTAccelHeadHunter: %d candidate heads, %d rounds keeping %d each, %d seeds: %d sampling runs of "
+                 "%d steps at CFG %g", len(pool), rounds, top_k, len(setup.seeds), runs, setup.steps, setup.cfg)
 
     def spec_of(heads: frozenset[Head]) -> str:
         return HeadSelection.from_heads(heads, selection.num_heads).to_spec(adapter)
@@ -94,9 +119,16 @@ def run_search(model: Any, setup: SearchSetup, layers: str, rounds: int, top_k: 
     return result, spec_of(frozenset(result.chosen))
 
 
-def summary(result: SearchResult, spec: str, objective: str) -> str:
+def planned_runs(model: Any, setup: SearchSetup, layers: str, rounds: int, top_k: int) -> int:
+    """The sampling runs a search with these settings costs (seeds x (CFG-only + every scored head set))."""
+    pool, _, _ = candidate_heads(model, layers)
+    return len(setup.seeds) * (1 + budget(len(pool), rounds, top_k))
+
+
+def summary(result: SearchResult, spec: str, objective: str, runs: int = 0, cfg_note: str = "") -> str:
     lines = [f"HeadHunter, objective {objective}: CFG only {result.baseline:.4f}; chosen heads: {spec}",
-             f"{result.evaluations} scored head sets"]
+             f"{result.evaluations} scored head sets" + (f", {runs} sampling runs" if runs else "")
+             + (f"; {cfg_note}" if cfg_note else "")]
     for i, r in enumerate(result.rounds):
         picked = ", ".join(f"{n.split('_')[0]}:{b}:{h}" for n, b, h in r.picked)
         lines.append(f"round {i + 1}: best {r.best:.4f} with {picked} (of {len(r.scores)} candidates)")

@@ -134,3 +134,33 @@ def test_auto_heads_take_the_embedded_models_searched_heads_and_the_report_names
     text = record.summary()
     assert text.index("model: the embedded image model") < text.index("settings: DiTAccelSoftPAG heads auto")
     assert torch.equal(out, sample(apply_softpag(wan, SoftPAGConfig("0:0; 5:1", 0.5, 2.0)), steps=3, cfg=1.0))
+
+
+def test_headhunter_counts_its_runs_and_takes_cfg_per_variant(wan):
+    from comfyui_ditaccel.accel_core.guidance import head_search
+
+    assert head_search.search_cfg(wan, 0.0)[0] == 5.0 and head_search.search_cfg(wan, 3.0) == (3.0, "")
+    setup = head_search.SearchSetup(None, None, None, None, [1, 2], 4, 5.0, "euler", "simple", 1.0, 3.0)
+    # 12 candidate heads (6 blocks x 2): two rounds keeping 2 score 12 + 10 sets, plus CFG only, per seed
+    assert head_search.planned_runs(wan, setup, "all", 2, 2) == 2 * (1 + 12 + 10)
+
+
+def test_headhunter_cfg_auto_is_1_on_guidance_distilled_flux():
+    import comfy.ops
+    from comfy.ldm.flux.model import Flux
+    from comfyui_ditaccel.accel_core.guidance import head_search
+
+    class Holder:  # what the search reads of a ModelPatcher: its diffusion model
+        def __init__(self, dm):
+            self.dm = dm
+
+        def get_model_object(self, name):
+            return self.dm
+
+    for guidance, cfg in ((True, 1.0), (False, 1.0)):
+        dm = Flux(in_channels=64, out_channels=64, vec_in_dim=768, context_in_dim=4096, hidden_size=256,
+                  mlp_ratio=4.0, num_heads=2, depth=1, depth_single_blocks=0, axes_dim=[16, 56, 56], theta=10000,
+                  patch_size=2, qkv_bias=True, guidance_embed=guidance, device="meta",
+                  operations=comfy.ops.disable_weight_init)
+        got, note = head_search.search_cfg(Holder(dm), 0.0)
+        assert got == cfg and "distilled" in note
