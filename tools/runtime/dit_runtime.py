@@ -133,6 +133,11 @@ def ensure_flux_thin(lay: ComfyLayout | None = None) -> Path:
     return _ensure_test_model(model_files.FLUX_THIN_FILE, model_files.make_flux_thin, lay)
 
 
+def ensure_wan_thin(lay: ComfyLayout | None = None) -> Path:
+    """Wan 2.1 1.3B's width with 2 blocks and seeded random weights, for plumbing tests (~170 MB)."""
+    return _ensure_test_model(model_files.WAN_THIN_FILE, model_files.make_wan_thin, lay)
+
+
 def ensure_sd3_tiny(lay: ComfyLayout | None = None) -> Path:
     """A 2-block SD3 (MMDiT, width 128) with seeded random weights, for plumbing tests."""
     return _ensure_test_model(model_files.SD3_TINY_FILE, model_files.make_sd3_tiny, lay)

@@ -34,6 +34,7 @@ QWEN_IMAGE_THIN_FILE = "ditaccel_qwen_image_thin.safetensors"
 CHROMA_THIN_FILE = "ditaccel_chroma_thin.safetensors"
 LUMINA2_TINY_FILE = "ditaccel_lumina2_tiny.safetensors"
 ZIMAGE_THIN_FILE = "ditaccel_zimage_thin.safetensors"
+WAN_THIN_FILE = "ditaccel_wan21_1.3b_thin.safetensors"
 
 
 class SeededStream:
@@ -364,6 +365,14 @@ def make_zimage_thin(path: Path, seed: int = 19) -> str:
     model = lumina.NextDiT(operations=comfy.ops.disable_weight_init, device="meta", **ZIMAGE_THIN)
     shapes = {k: tuple(t.shape) for k, t in model.state_dict().items()}
     return write_safetensors(path, fill(specs_from_shapes(shapes), seed, np.float16))
+
+
+# Wan 2.1 1.3B's width (1536: 12 heads of 128) and feed-forward, two blocks (~170 MB in fp16)
+WAN_THIN = WanDims(dim=1536, ffn_dim=8960, num_layers=2)
+
+
+def make_wan_thin(path: Path, seed: int = 23) -> str:
+    return write_safetensors(path, fill(wan_dit_specs(WAN_THIN), seed, np.float16))
 
 
 def make_flux_thin(path: Path, seed: int = 3) -> str:
