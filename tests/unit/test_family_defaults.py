@@ -1,7 +1,8 @@
-"""Every node at its defaults, through its own `execute`, on full-width random-weight models (Flux at 3072 with
-one block, Qwen-Image at 3072 with one block, Wan at 1.3B's width 1536 with two): it samples with CFG 5 and
-CFG 1, or refuses when applied, naming what it supports; the report names the variant and each setting's source.
-Random weights: plumbing and settings, not quality."""
+"""Every node at its defaults, through its own `execute`, on the full-width random-weight Qwen-Image (3072 wide,
+one block), whose 3584-wide text no text encoder here gives the server (Flux and Wan run on the server:
+tests/integration/test_family_defaults_server.py): it samples with CFG 5 and CFG 1, or refuses when applied,
+naming what it supports; the report names the variant and each setting's source. Random weights: plumbing and
+settings, not quality."""
 
 from __future__ import annotations
 
@@ -25,9 +26,7 @@ NODES = {DiTAccelTaylorSeer: {"preset": "balanced"}, DiTAccelCGTaylor: {"preset"
          DiTAccelSparseAttention: {"preset": "balanced", "method": "draft"}}
 # family -> (load, variant shown, context width, pooled width, video, what the TaylorSeer record resolves to)
 FAMILIES = {
-    "flux": (dit_runtime.ensure_flux_thin, "Flux.1-schnell", 4096, 2048, False, "interval=2, order=1"),
     "qwen_image": (dit_runtime.ensure_qwen_image_thin, "Qwen-Image", 3584, 0, True, "interval=6, order=1"),
-    "wan": (dit_runtime.ensure_wan_thin, "Wan 2.1 1.3B", 4096, 0, True, "interval=5, order=1"),
 }
 WAN_ONLY = (DiTAccelRAS, DiTAccelJiT)
 
