@@ -10,10 +10,9 @@ from ..accel_core.attention.apply import apply_sparse_attention
 from ..accel_core.attention.config import METHODS
 from ..accel_core.settings import records
 from ..accel_core.settings.resolve import Request
-from .inputs import ABSENT, FAMILIES, preset_input, schema_error, window_error
+from .inputs import ABSENT, AUTO, FAMILIES, auto_float, auto_int, preset_input, schema_error, window_error
 
 CATEGORY = "DiTAccel/attention"
-BALANCED = records.embedded_balanced(records.SPARSE)
 METHOD_TIP = ("grat: static neighbourhood of each tile; pisa: exact top blocks + Taylor estimate of the rest; "
               "svg2: k-means reordering + top-p blocks; draft: low-resolution attention map picks blocks; "
               "rettention: very sparse window, rescaled by statistics of full steps.")
@@ -34,13 +33,10 @@ class DiTAccelSparseAttention(io.ComfyNode):
                 io.Model.Input("model", tooltip=f"The diffusion model ({FAMILIES})."),
                 preset_input(),
                 io.Combo.Input("method", options=list(METHODS), default="draft", tooltip=METHOD_TIP),
-                io.Float.Input("density", default=float(BALANCED["density"]), min=0.01, max=1.0, step=0.01,
-                               optional=True, tooltip="custom: share of key blocks computed exactly per query "
-                                                      "block (svg2: the cap of its top-p budget)."),
-                io.Int.Input("dense_steps", default=int(BALANCED["dense_steps"]), min=0, max=200, optional=True,
-                             tooltip="custom: this many first steps use full attention."),
-                io.Int.Input("dense_blocks", default=int(BALANCED["dense_blocks"]), min=0, max=200, optional=True,
-                             tooltip="custom: this many first transformer blocks use full attention."),
+                auto_float("density", 1.0, 0.01, "share of key blocks computed exactly per query block (svg2: "
+                                                  "the cap of its top-p budget)."),
+                auto_int("dense_steps", 200, "this many first steps use full attention."),
+                auto_int("dense_blocks", 200, "this many first transformer blocks use full attention."),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01, optional=True,
                                tooltip="Sparse attention starts at this share of the steps."),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01, optional=True,
@@ -61,8 +57,8 @@ class DiTAccelSparseAttention(io.ComfyNode):
                 or window_error(start_percent, end_percent) or True)
 
     @classmethod
-    def execute(cls, model, preset: str, method: str, density: float = BALANCED["density"],
-                dense_steps: int = BALANCED["dense_steps"], dense_blocks: int = BALANCED["dense_blocks"],
+    def execute(cls, model, preset: str, method: str, density: float = AUTO, dense_steps: int = AUTO,
+                dense_blocks: int = AUTO,
                 start_percent: float = 0.0, end_percent: float = 1.0, estimate_skipped: bool = True
                 ) -> io.NodeOutput:
         config = Request(records.SPARSE, preset, {

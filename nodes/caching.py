@@ -7,19 +7,17 @@ from typing import Any
 from comfy_api.latest import io
 
 from ..accel_core.caching.apply import apply_cg_taylor, apply_first_block_cache, apply_taylorseer
-from ..accel_core.caching.first_block import CGTaylorConfig, FirstBlockCacheConfig
-from ..accel_core.caching.taylorseer import GRANULARITIES, TaylorSeerConfig
+from ..accel_core.caching.taylorseer import GRANULARITIES
 from ..accel_core.settings import records
 from ..accel_core.settings.resolve import Request
-from .inputs import ABSENT, FAMILIES, preset_input, schema_error, window_error
+from .inputs import ABSENT, FAMILIES, auto_float, auto_int, preset_input, schema_error, window_error
 
 CATEGORY = "DiTAccel/caching"
 
 
-def window_inputs(warmup: int) -> list[Any]:
+def window_inputs() -> list[Any]:
     return [
-        io.Int.Input("warmup_steps", default=warmup, min=0, max=100, optional=True,
-                     tooltip="custom: this many first steps always run in full."),
+        auto_int("warmup_steps", 100, "this many first steps always run in full."),
         io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01, optional=True,
                        tooltip="custom: skipping starts at this share of the steps."),
         io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01, optional=True,
@@ -27,15 +25,9 @@ def window_inputs(warmup: int) -> list[Any]:
     ]
 
 
-def max_skips_input(default: int) -> io.Int.Input:
-    return io.Int.Input("max_skips", default=default, min=0, max=50, optional=True,
-                        tooltip="custom: at most this many skipped steps in a row.")
+def max_skips_input() -> io.Int.Input:
+    return auto_int("max_skips", 50, "at most this many skipped steps in a row.")
 
-
-# custom's widgets start at the embedded model's balanced preset at 28 steps
-TAYLORSEER_BALANCED = TaylorSeerConfig(**records.embedded_balanced(records.TAYLORSEER))
-CG_TAYLOR_BALANCED = CGTaylorConfig(**records.embedded_balanced(records.CG_TAYLOR))
-FBCACHE_BALANCED = FirstBlockCacheConfig(**records.embedded_balanced(records.FBCACHE))
 
 
 def check_inputs(node: type[io.ComfyNode], input_types: dict[str, Any] | None, **values: Any) -> bool | str:
@@ -59,11 +51,9 @@ class DiTAccelTaylorSeer(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip=MODEL_TIP),
                 preset_input(),
-                io.Int.Input("interval", default=TAYLORSEER_BALANCED.interval, min=1, max=50, optional=True,
-                             tooltip="custom: one full step every this many steps."),
-                io.Int.Input("order", default=TAYLORSEER_BALANCED.order, min=0, max=4, optional=True,
-                             tooltip="custom: Taylor order of the forecast (0 reuses the last full step)."),
-                *window_inputs(TAYLORSEER_BALANCED.warmup_steps),
+                auto_int("interval", 50, "one full step every this many steps."),
+                auto_int("order", 4, "Taylor order of the forecast (0 reuses the last full step)."),
+                *window_inputs(),
                 io.Combo.Input("granularity", options=list(GRANULARITIES), default="auto", optional=True,
                                tooltip="auto: output at order 0, blocks above. output: forecast the model's "
                                        "output, so a forecast step runs nothing of the model (order + 1 "
@@ -72,22 +62,21 @@ class DiTAccelTaylorSeer(io.ComfyNode):
                                        "runs (order + 1 hidden states). modules: forecast every attention "
                                        "and MLP output, as the paper (Wan only; 3 x blocks x (order + 1) "
                                        "hidden states). Applies to every preset."),
-                io.Float.Input("threshold", default=TAYLORSEER_BALANCED.threshold, min=0.0, max=10.0, step=0.005,
-                               optional=True,
-                               tooltip="custom: 0 runs a full step every `interval` steps. Above 0 the schedule "
-                                       "is adaptive: a full step as soon as the estimated relative change of "
-                                       "the forecast feature since the last full step reaches this, and at "
-                                       "the latest every `interval` steps."),
+                auto_float("threshold", 10.0, 0.005,
+                           "0 runs a full step every `interval` steps. Above 0 the schedule is adaptive: a full "
+                           "step as soon as the estimated relative change of the forecast feature since the last "
+                           "full step reaches this, and at the latest every `interval` steps."),
             ],
             outputs=[io.Model.Output(tooltip="The model with TaylorSeer attached.")],
         )
 
     @classmethod
     def validate_inputs(cls, input_types: dict[str, Any] | None = None, preset: str = ABSENT,
-                        threshold: float = ABSENT, granularity: str = ABSENT, start_percent: float = ABSENT,
-                        end_percent: float = ABSENT) -> bool | str:
-        return check_inputs(cls, input_types, preset=preset, threshold=threshold, granularity=granularity,
-                            start_percent=start_percent, end_percent=end_percent)
+                        interval: int = ABSENT, threshold: float = ABSENT, granularity: str = ABSENT,
+                        start_percent: float = ABSENT, end_percent: float = ABSENT) -> bool | str:
+        # interval: -1 (auto) or 1-50, a gap ComfyUI's own range check cannot express
+        return check_inputs(cls, input_types, preset=preset, interval=interval, threshold=threshold,
+                            granularity=granularity, start_percent=start_percent, end_percent=end_percent)
 
     @classmethod
     def execute(cls, model, preset: str, **custom: Any) -> io.NodeOutput:
@@ -118,16 +107,12 @@ class DiTAccelCGTaylor(GateNode):
             inputs=[
                 io.Model.Input("model", tooltip=MODEL_TIP),
                 preset_input(),
-                io.Float.Input("threshold", default=CG_TAYLOR_BALANCED.threshold, min=0.0, max=2.0, step=0.005,
-                               optional=True,
-                               tooltip="custom: skip when the first block's relative forecast error is below this."),
-                io.Int.Input("order", default=CG_TAYLOR_BALANCED.order, min=0, max=4, optional=True,
-                             tooltip="custom: Taylor order of the last-block forecast."),
-                io.Int.Input("first_block_order", default=CG_TAYLOR_BALANCED.first_block_order, min=0, max=4,
-                             optional=True,
-                             tooltip="custom: Taylor order of the first-block forecast used as the gate."),
-                max_skips_input(CG_TAYLOR_BALANCED.max_skips),
-                *window_inputs(CG_TAYLOR_BALANCED.warmup_steps),
+                auto_float("threshold", 2.0, 0.005, "skip when the first block's relative forecast error is "
+                                                    "below this."),
+                auto_int("order", 4, "Taylor order of the last-block forecast."),
+                auto_int("first_block_order", 4, "Taylor order of the first-block forecast used as the gate."),
+                max_skips_input(),
+                *window_inputs(),
             ],
             outputs=[io.Model.Output(tooltip="The model with CG-Taylor attached.")],
         )
@@ -149,12 +134,10 @@ class DiTAccelFirstBlockCache(GateNode):
             inputs=[
                 io.Model.Input("model", tooltip=MODEL_TIP),
                 preset_input(),
-                io.Float.Input("threshold", default=FBCACHE_BALANCED.threshold, min=0.0, max=2.0, step=0.005,
-                               optional=True,
-                               tooltip="custom: skip while the first block's residual changed by less than "
-                                       "this (relative L1) since the last full step."),
-                max_skips_input(FBCACHE_BALANCED.max_skips),
-                *window_inputs(FBCACHE_BALANCED.warmup_steps),
+                auto_float("threshold", 2.0, 0.005, "skip while the first block's residual changed by less "
+                                                    "than this (relative L1) since the last full step."),
+                max_skips_input(),
+                *window_inputs(),
             ],
             outputs=[io.Model.Output(tooltip="The model with the first-block cache attached.")],
         )

@@ -24,6 +24,23 @@ from ..accel_core.settings.records import PRESET_NAMES
 # what the adapters cover
 FAMILIES = "Wan 2.x, Flux, SD3 / SD3.5, HunyuanVideo, Qwen-Image, Chroma, Lumina 2 / Z-Image or HiDream-I1"
 MAX_TEXT = 4096  # longest text input the pack reads (heads, seeds, stages ...)
+# a custom input left at "auto" takes the loaded model's `balanced` value (numbers: -1; texts and combos: "auto")
+AUTO = -1
+AUTO_TEXT = "auto"
+AUTO_TIP = " -1 (auto): the loaded model's balanced value."
+# the least real value of each auto number: /prompt refuses anything between -1 and it
+AUTO_FLOOR = {"interval": 1, "order": 0, "first_block_order": 0, "warmup_steps": 0, "threshold": 0.0,
+              "max_skips": 0, "sample_ratio": 0.05, "dense_steps": 0, "final_dense_steps": 0, "high_ratio": 0.0,
+              "starvation_scale": 0.0, "relax": 1, "density": 0.01, "dense_blocks": 0}
+
+
+def auto_int(name: str, hi: int, tooltip: str) -> io.Int.Input:
+    return io.Int.Input(name, default=AUTO, min=AUTO, max=hi, optional=True, tooltip=f"custom: {tooltip}{AUTO_TIP}")
+
+
+def auto_float(name: str, hi: float, step: float, tooltip: str) -> io.Float.Input:
+    return io.Float.Input(name, default=float(AUTO), min=float(AUTO), max=hi, step=step, optional=True,
+                          tooltip=f"custom: {tooltip}{AUTO_TIP}")
 
 
 class _Absent:
@@ -92,6 +109,8 @@ def schema_error(node: type[io.ComfyNode], input_types: dict[str, Any] | None = 
                 return f"{name} must be a finite number, got {value}"
             if error := range_error(name, value, spec.min, spec.max):
                 return error
+            if spec.default == AUTO and value != AUTO and value < AUTO_FLOOR.get(name, AUTO):
+                return f"{name} must be -1 (auto) or lie in [{AUTO_FLOOR[name]:g}, {spec.max:g}], got {value}"
         elif isinstance(spec, io.Combo.Input):
             if error := choice_error(name, value, spec.options):
                 return error

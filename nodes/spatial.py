@@ -10,19 +10,18 @@ from ..accel_core.settings import records
 from ..accel_core.settings.resolve import Request
 from ..accel_core.spatial.apply import apply_jit, apply_ras
 from ..accel_core.spatial.jit import INTERPOLATE, JiTConfig, parse_fractions
-from ..accel_core.spatial.ras import METRICS, RASConfig
-from .inputs import ABSENT, given, preset_input, schema_error, window_error
+from ..accel_core.spatial.ras import METRICS
+from .inputs import ABSENT, AUTO_TEXT, auto_float, auto_int, given, preset_input, schema_error, window_error
 
 CATEGORY = "DiTAccel/spatial"
 MODEL_TIP = "The diffusion model (Wan 2.1 / 2.2; other families are refused with a message). Stacks with the " \
             "other DiTAccel nodes."
-RAS_DEFAULT = RASConfig(**records.embedded_balanced(records.RAS))
+RAS_METRIC = records.embedded_balanced(records.RAS)["metric"]  # every record uses it
 
 
 class DiTAccelRAS(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        d = RAS_DEFAULT
         return io.Schema(
             node_id="DiTAccelRAS",
             display_name="DiT Accel RAS (Region-Adaptive Sampling)",
@@ -33,24 +32,18 @@ class DiTAccelRAS(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip=MODEL_TIP),
                 preset_input(),
-                io.Float.Input("sample_ratio", default=d.sample_ratio, min=0.05, max=1.0, step=0.01, optional=True,
-                               tooltip="custom: share of the image tokens computed on a sparse step."),
-                io.Int.Input("warmup_steps", default=d.warmup_steps, min=0, max=1000, optional=True,
-                             tooltip="custom: this many first steps compute every token."),
-                io.Int.Input("dense_steps", default=d.dense_steps, min=0, max=1000, optional=True,
-                             tooltip="custom: this many steps, spread evenly after the warm-up, compute every "
-                                     "token and refresh the caches."),
-                io.Int.Input("final_dense_steps", default=d.final_dense_steps, min=0, max=1000, optional=True,
-                             tooltip="custom: this many last steps compute every token (the last step's output "
-                                     "is the image)."),
-                io.Float.Input("high_ratio", default=d.high_ratio, min=0.0, max=1.0, step=0.05, optional=True,
-                               tooltip="custom: share of the skipped tokens taken from the fastest-changing end of "
-                                       "the ranking (0: skip the slowest regions, as the paper describes; 1: as "
-                                       "the reference code)."),
-                io.Float.Input("starvation_scale", default=d.starvation_scale, min=0.0, max=10.0, step=0.05,
-                               optional=True, tooltip="custom: how fast a token's rank changes each time it is "
-                                                      "skipped."),
-                io.Combo.Input("metric", options=list(METRICS), default=d.metric, optional=True,
+                auto_float("sample_ratio", 1.0, 0.01, "share of the image tokens computed on a sparse step."),
+                auto_int("warmup_steps", 1000, "this many first steps compute every token."),
+                auto_int("dense_steps", 1000, "this many steps, spread evenly after the warm-up, compute every "
+                                              "token and refresh the caches."),
+                auto_int("final_dense_steps", 1000, "this many last steps compute every token (the last step's "
+                                                    "output is the image)."),
+                auto_float("high_ratio", 1.0, 0.05, "share of the skipped tokens taken from the fastest-changing "
+                                                    "end of the ranking (0: skip the slowest regions, as the paper "
+                                                    "describes; 1: as the reference code)."),
+                auto_float("starvation_scale", 10.0, 0.05, "how fast a token's rank changes each time it is "
+                                                           "skipped."),
+                io.Combo.Input("metric", options=list(METRICS), default=RAS_METRIC, optional=True,
                                tooltip="custom: per-pixel spread of the update over latent channels."),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01, optional=True,
                                tooltip="Sparse steps start at this share of the steps."),
@@ -90,12 +83,12 @@ def fractions_text(values: tuple[float, ...]) -> str:
 
 def jit_inputs_error(stages: str | None, densities: str | None) -> str | None:
     """Both parse, have equal lengths, rise as JiT needs (the message names the input)."""
-    if stages is None and densities is None:
+    stages = None if stages == AUTO_TEXT else stages
+    densities = None if densities == AUTO_TEXT else densities
+    if stages is None or densities is None:  # auto: the record's, which agree with each other
         return None
     try:
-        s = parse_fractions(stages, "stages") if stages is not None else JIT_DEFAULT.stages
-        d = parse_fractions(densities, "densities") if densities is not None else JIT_DEFAULT.densities
-        JiTConfig(stages=s, densities=d)
+        JiTConfig(stages=parse_fractions(stages, "stages"), densities=parse_fractions(densities, "densities"))
     except ValueError as e:
         return str(e)
     return None
@@ -104,7 +97,6 @@ def jit_inputs_error(stages: str | None, densities: str | None) -> str | None:
 class DiTAccelJiT(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        d = JIT_DEFAULT
         return io.Schema(
             node_id="DiTAccelJiT",
             display_name="DiT Accel JiT (Just-in-Time anchors)",
@@ -115,22 +107,22 @@ class DiTAccelJiT(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip=MODEL_TIP),
                 preset_input(),
-                io.String.Input("stages", default=fractions_text(d.stages), optional=True,
+                io.String.Input("stages", default=AUTO_TEXT, optional=True,
                                 tooltip="custom: where each stage ends, as comma-separated shares of the steps, "
-                                        "rising to 1.0 (e.g. 0.4, 0.65, 1.0)."),
-                io.String.Input("densities", default=fractions_text(d.densities), optional=True,
+                                        "rising to 1.0 (e.g. 0.4, 0.65, 1.0); auto: the loaded model's balanced "
+                                        "stages."),
+                io.String.Input("densities", default=AUTO_TEXT, optional=True,
                                 tooltip="custom: share of the image tokens computed in each stage, one per stage, "
-                                        "never falling (e.g. 0.35, 0.62, 1.0)."),
-                io.Int.Input("relax", default=d.relax, min=1, max=100, optional=True,
-                             tooltip="custom: R of the micro-flow; a joining token moves 1/R of the way to the "
-                                     "anchors' estimate."),
-                io.Combo.Input("interpolate", options=list(INTERPOLATE), default=d.interpolate, optional=True,
+                                        "never falling (e.g. 0.35, 0.62, 1.0); auto: the loaded model's balanced "
+                                        "densities."),
+                auto_int("relax", 100, "R of the micro-flow; a joining token moves 1/R of the way to the anchors' "
+                                       "estimate."),
+                io.Combo.Input("interpolate", options=[AUTO_TEXT, *INTERPOLATE], default=AUTO_TEXT, optional=True,
                                tooltip="custom: spread the anchors' clean-image estimate (clean) or their velocity "
-                                       "(velocity, as the paper)."),
-                io.Int.Input("warmup_steps", default=d.warmup_steps, min=0, max=1000, optional=True,
-                             tooltip="custom: this many first steps compute every token before the stages start "
-                                     "(ours; the paper starts sparse)."),
-                io.Boolean.Input("full_context", default=d.full_context, optional=True,
+                                       "(velocity, as the paper); auto: the loaded model's balanced choice."),
+                auto_int("warmup_steps", 1000, "this many first steps compute every token before the stages start "
+                                               "(ours; the paper starts sparse)."),
+                io.Boolean.Input("full_context", default=JIT_DEFAULT.full_context, optional=True,
                                  tooltip="custom: anchors attend to every token, the others' keys and values taken "
                                          "from the latest full step (ours; the paper's anchors see only anchors)."),
             ],
@@ -139,8 +131,9 @@ class DiTAccelJiT(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, input_types: dict[str, Any] | None = None, preset: str = ABSENT, stages: str = ABSENT,
-                        densities: str = ABSENT, interpolate: str = ABSENT) -> bool | str:
-        return (schema_error(cls, input_types, preset=preset, stages=stages, densities=densities,
+                        densities: str = ABSENT, relax: int = ABSENT, interpolate: str = ABSENT) -> bool | str:
+        # relax: -1 (auto) or 1-100, a gap ComfyUI's own range check cannot express
+        return (schema_error(cls, input_types, preset=preset, stages=stages, densities=densities, relax=relax,
                              interpolate=interpolate)
                 or jit_inputs_error(given(stages), given(densities)) or True)
 

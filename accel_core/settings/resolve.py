@@ -26,6 +26,7 @@ from .records import PRESET_NAMES, Steps
 from .variants import NAMES, Variant, identify
 
 CUSTOM_SOURCE = "custom: the node's inputs, as given"
+AUTO_NUMBER = -1  # a custom number input left at this takes the model's balanced value (as "auto" for texts)
 
 
 def _jit_values(values: dict[str, Any]) -> dict[str, Any]:
@@ -43,6 +44,7 @@ class MethodSpec:
     fixed_at_apply: tuple[str, ...] = ()  # fields that decide the hooks: a run keeps the apply-time values
     kind_input: str | None = None  # an input choosing among kinds that may have records of their own
     convert: Callable[[dict[str, Any]], dict[str, Any]] = lambda values: values
+    auto_text: tuple[str, ...] = ()  # text inputs whose "auto" means the model's balanced value
     internal: tuple[str, ...] = ("reference_steps", "chosen")  # config fields that are not inputs
 
     @property
@@ -56,7 +58,8 @@ SPECS: dict[str, MethodSpec] = {
     records.CG_TAYLOR: MethodSpec("DiTAccelCGTaylor", CGTaylorConfig),
     records.FBCACHE: MethodSpec("DiTAccelFirstBlockCache", FirstBlockCacheConfig),
     records.RAS: MethodSpec("DiTAccelRAS", RASConfig, always=("start_percent", "end_percent")),
-    records.JIT: MethodSpec("DiTAccelJiT", JiTConfig, fixed_at_apply=("full_context",), convert=_jit_values),
+    records.JIT: MethodSpec("DiTAccelJiT", JiTConfig, fixed_at_apply=("full_context",), convert=_jit_values,
+                            auto_text=("stages", "densities", "interpolate")),
     records.SPARSE: MethodSpec("DiTAccelSparseAttention", SparseAttentionConfig,
                                always=("method", "start_percent", "end_percent", "estimate_skipped"),
                                kind_input="method"),
@@ -117,15 +120,31 @@ class Request:
         spec = self.spec
         given = {k: v for k, v in self.inputs.items() if v is not None}
         if self.preset == "custom":
-            return Resolved(spec.node, spec.config(**spec.convert(given)), "custom", variant, CUSTOM_SOURCE,
-                            total_steps)
-        if variant is None:
-            raise ValueError(f"{spec.node}: preset {self.preset!r} needs the model's variant")
-        preset = self.table(variant)[self.preset]
-        values = {k: v.steps(total_steps) if isinstance(v, Steps) else v for k, v in preset.values.items()}
+            autos = [k for k, v in given.items() if self._is_auto(k, v)]
+            source = CUSTOM_SOURCE
+            if autos:
+                balanced, values = self._preset_values("balanced", variant, total_steps)
+                given = {k: v for k, v in given.items() if k not in autos}
+                given.update({k: values[k] for k in autos if k in values})
+                source = (f"custom: the node's inputs; {', '.join(autos)} left at auto take the balanced preset's "
+                          f"({balanced.source})")
+            return Resolved(spec.node, spec.config(**spec.convert(given)), "custom", variant, source, total_steps)
+        preset, values = self._preset_values(self.preset, variant, total_steps)
         values.update({k: given[k] for k in spec.always if k in given})
         return Resolved(spec.node, spec.config(**spec.convert(values)), self.preset, variant, preset.source,
                         total_steps)
+
+    def _is_auto(self, name: str, value: Any) -> bool:
+        if isinstance(value, str):
+            return name in self.spec.auto_text and value.strip() == "auto"
+        return not isinstance(value, bool) and value == AUTO_NUMBER
+
+    def _preset_values(self, name: str, variant: Variant | None,
+                       total_steps: int) -> tuple[records.Preset, dict[str, Any]]:
+        if variant is None:
+            raise ValueError(f"{self.spec.node}: preset {name!r} needs the model's variant")
+        preset = self.table(variant)[name]
+        return preset, {k: v.steps(total_steps) if isinstance(v, Steps) else v for k, v in preset.values.items()}
 
     def for_run(self, variant: Variant | None, total_steps: int, applied: Any) -> Resolved:
         """Resolved for a run; the fields that chose the hooks keep their apply-time values."""

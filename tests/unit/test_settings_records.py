@@ -324,3 +324,32 @@ def test_softpag_auto_heads_per_variant(key, kind, blocks, heads):
     assert ("headhunter_arxiv.md" in source) == key.startswith("sd3")
     rule, why = default_heads(variant(key), kind, 2, use_record=False)
     assert parse(rule)[0].block <= 1 and why.startswith("derived")
+
+
+def test_custom_inputs_left_at_auto_take_the_models_balanced_values():
+    inputs = {"interval": -1, "order": 2, "warmup_steps": -1, "threshold": -1.0, "granularity": "auto"}
+    flux = Request(records.TAYLORSEER, "custom", inputs).resolve(variant("flux-dev"), 50)
+    assert (flux.config.interval, flux.config.order, flux.config.warmup_steps, flux.config.threshold) == (6, 2, 3, 0.0)
+    assert flux.config.granularity == "auto"  # a real choice of that input, not the auto marker
+    assert "interval, warmup_steps, threshold left at auto" in flux.source and "TaylorSeer-FLUX" in flux.source
+    embedded = Request(records.TAYLORSEER, "custom", inputs).resolve(variant("embedded-image"), 28).config
+    assert (embedded.interval, embedded.warmup_steps, embedded.threshold) == (8, 2, 0.1)
+    jit = Request(records.JIT, "custom", {"stages": "auto", "densities": "auto", "interpolate": "auto",
+                                          "relax": 5}).resolve(variant("wan2.1-14b"), 28).config
+    assert (jit.densities, jit.interpolate, jit.relax) == ((0.35, 0.62, 1.0), "velocity", 5)
+    sparse = Request(records.SPARSE, "custom", {"method": "draft", "density": 0.5, "dense_steps": -1,
+                                                "dense_blocks": -1}).resolve(variant("wan2.1-14b"), 50).config
+    assert (sparse.density, sparse.dense_steps, sparse.dense_blocks) == (0.5, 15, 1)
+
+
+def test_auto_numbers_are_the_nodes_defaults_and_values_between_auto_and_the_floor_are_refused():
+    from comfyui_ditaccel.nodes import caching, spatial
+    from comfyui_ditaccel.nodes.inputs import AUTO, schema_error
+
+    schema = {i.id: i for i in caching.DiTAccelTaylorSeer.define_schema().inputs}
+    assert schema["interval"].default == AUTO and schema["threshold"].default == AUTO
+    refused = schema_error(caching.DiTAccelTaylorSeer, None, interval=0)
+    assert refused == "interval must be -1 (auto) or lie in [1, 50], got 0"
+    assert schema_error(caching.DiTAccelTaylorSeer, None, threshold=-0.5).startswith("threshold must be -1 (auto)")
+    assert schema_error(caching.DiTAccelTaylorSeer, None, interval=-1, threshold=-1.0) is None
+    assert spatial.jit_inputs_error("auto", "0.5, 1") is None
