@@ -74,11 +74,8 @@ class DiTAccelRAS(io.ComfyNode):
         return io.NodeOutput(apply_ras(model, config))
 
 
-JIT_DEFAULT = JiTConfig(**records.embedded_balanced(records.JIT))
-
-
-def fractions_text(values: tuple[float, ...]) -> str:
-    return ", ".join(f"{v:g}" for v in values)
+# full_context, a boolean, cannot be left at auto: it starts at the embedded model's balanced value
+JIT_FULL_CONTEXT = records.embedded_balanced(records.JIT)["full_context"]
 
 
 def jit_inputs_error(stages: str | None, densities: str | None) -> str | None:
@@ -122,7 +119,7 @@ class DiTAccelJiT(io.ComfyNode):
                                        "(velocity, as the paper); auto: the loaded model's balanced choice."),
                 auto_int("warmup_steps", 1000, "this many first steps compute every token before the stages start "
                                                "(ours; the paper starts sparse)."),
-                io.Boolean.Input("full_context", default=JIT_DEFAULT.full_context, optional=True,
+                io.Boolean.Input("full_context", default=JIT_FULL_CONTEXT, optional=True,
                                  tooltip="custom: anchors attend to every token, the others' keys and values taken "
                                          "from the latest full step (ours; the paper's anchors see only anchors)."),
             ],

@@ -83,16 +83,13 @@ def _cgtaylor_state(config: first_block.CGTaylorConfig, run: RunContext) -> firs
 
 def apply_first_block_cache(model: Any, config: first_block.FirstBlockCacheConfig | Request) -> Any:
     node = "DiTAccelFirstBlockCache"
-    method = ConfiguredMethod(first_block.FBCACHE_KEY, *_config(config, model, node, _fbcache_state))
+    config, request = at_apply(config, model, node)
+    method = ConfiguredMethod(first_block.FBCACHE_KEY, config, _fbcache_state, request)
     return _apply(model, method, first_block.gated_block_hook(first_block.FBCACHE_KEY), node)
 
 
 def apply_cg_taylor(model: Any, config: first_block.CGTaylorConfig | Request) -> Any:
     node = "DiTAccelCGTaylor"
-    method = ConfiguredMethod(first_block.CGTAYLOR_KEY, *_config(config, model, node, _cgtaylor_state))
+    config, request = at_apply(config, model, node)
+    method = ConfiguredMethod(first_block.CGTAYLOR_KEY, config, _cgtaylor_state, request)
     return _apply(model, method, first_block.gated_block_hook(first_block.CGTAYLOR_KEY), node)
-
-
-def _config(setting: Any, model: Any, node: str, make_state: Callable) -> tuple[Any, Callable, Request | None]:
-    config, request = at_apply(setting, model, node)
-    return config, make_state, request
