@@ -353,3 +353,28 @@ def test_auto_numbers_are_the_nodes_defaults_and_values_between_auto_and_the_flo
     assert schema_error(caching.DiTAccelTaylorSeer, None, threshold=-0.5).startswith("threshold must be -1 (auto)")
     assert schema_error(caching.DiTAccelTaylorSeer, None, interval=-1, threshold=-1.0) is None
     assert spatial.jit_inputs_error("auto", "0.5, 1") is None
+
+
+@pytest.mark.parametrize("px", [(256, 256), (512, 768), (1024, 1024), (2048, 1152)])
+def test_the_records_size_dependent_parts_hold_from_256_to_2048_px(px):
+    """No record value depends on the token count, but what the resolved settings do with it must hold at every
+    size: RAS keeps at least one token and not more than there are, JiT's anchors are a non-empty part of the
+    grid at every stage, sparse attention's tiles lay out the grid."""
+    from comfyui_ditaccel.accel_core.attention.layout import TileLayout
+    from comfyui_ditaccel.accel_core.spatial.jit import JiTState
+    from comfyui_ditaccel.accel_core.spatial.ras import keep_count
+
+    grid = (1, px[0] // 16, px[1] // 16)  # a VAE's 8x and a 2x2 patch
+    tokens = grid[1] * grid[2]
+    for rec in RECORDS:
+        for preset in PRESETS:
+            if records.RAS in rec.methods:
+                ras = Request(records.RAS, preset).resolve(variant(rec.key), 28).config
+                assert 1 <= keep_count(tokens, ras.sample_ratio) <= tokens
+                state = JiTState(Request(records.JIT, preset).resolve(variant(rec.key), 28).config, 28, (1, 2, 2))
+                for step in range(28):
+                    mask = state.anchors(step, 1, grid)
+                    assert mask is None or 0 < int(mask.sum()) < tokens, (rec.key, preset, step)
+            sparse = Request(records.SPARSE, preset, {"method": "draft"}).resolve(variant(rec.key), 28).config
+            order = TileLayout(grid, sparse.query_tile, sparse.key_tile).order()
+            assert sorted(order.tolist()) == list(range(tokens))
