@@ -88,6 +88,18 @@ def test_missing_required_input_is_rejected_before_running(client, baseline_prom
     assert "input 'latent'" in str(err.value)
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in (dit_runtime.REPO / "workflows").glob("*.json")))
+def test_ui_workflows_keep_a_slot_for_every_widget_linked_or_not(object_info, name):
+    """The frontend reads widgets_values by position over every widget, a linked one included: a missing slot
+    shifts every later value (SoftPAG fed by HeadHunter's heads once read scale 0 and start 1)."""
+    from tools.workflows.workflow_ui import _inputs, _is_widget
+
+    for node in json.loads((dit_runtime.REPO / "workflows" / name).read_text())["nodes"]:
+        widgets = [opts for _, kind, opts in _inputs(object_info[node["type"]]) if _is_widget(kind, opts)]
+        slots = sum(1 + bool(opts.get("control_after_generate")) for opts in widgets)
+        assert len(node["widgets_values"]) == slots, (node["type"], node["widgets_values"])
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in (dit_runtime.REPO / "workflows" / "api").glob("*.json")))
 def test_ui_workflow_is_the_api_workflow(object_info, name):
     api = json.loads((dit_runtime.REPO / "workflows" / "api" / name).read_text())

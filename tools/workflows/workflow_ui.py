@@ -70,7 +70,12 @@ def api_to_ui(prompt: dict, object_info: dict) -> dict:
                 outputs.setdefault((value[0], value[1]), []).append(link_id)
                 entry = {"name": name, "type": _type_name(kind), "link": link_id}
                 if _is_widget(kind, opts):
+                    # a widget fed by a link keeps its slot (and value) in widgets_values, as the frontend saves
+                    # it; left out, every later widget would read its neighbour's value
                     entry["widget"] = {"name": name}
+                    widgets.append(opts.get("default"))
+                    if opts.get("control_after_generate"):
+                        widgets.append("fixed")
                 ui_inputs.append(entry)
             elif _is_widget(kind, opts):
                 widgets.append(value if value is not None else opts.get("default"))
@@ -108,6 +113,10 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
         for name, kind, opts in _inputs(info):
             if name in linked:
                 inputs[name] = list(link_src[linked[name]])
+                if _is_widget(kind, opts):  # its slot in widgets_values holds the unused value
+                    values.pop(0)
+                    if opts.get("control_after_generate"):
+                        values.pop(0)
             elif _is_widget(kind, opts):
                 inputs[name] = values.pop(0)
                 if opts.get("control_after_generate"):
