@@ -74,18 +74,22 @@ class DiTAccelRAS(io.ComfyNode):
         return io.NodeOutput(apply_ras(model, config))
 
 
+JIT_BALANCED = JiTConfig(**records.embedded_balanced(records.JIT))
 # full_context, a boolean, cannot be left at auto: it starts at the embedded model's balanced value
-JIT_FULL_CONTEXT = records.embedded_balanced(records.JIT)["full_context"]
+JIT_FULL_CONTEXT = JIT_BALANCED.full_context
 
 
 def jit_inputs_error(stages: str | None, densities: str | None) -> str | None:
-    """Both parse, have equal lengths, rise as JiT needs (the message names the input)."""
-    stages = None if stages == AUTO_TEXT else stages
-    densities = None if densities == AUTO_TEXT else densities
-    if stages is None or densities is None:  # auto: the record's, which agree with each other
+    """Both parse, have equal lengths, rise as JiT needs (the message names the input). One left at auto is
+    judged against the records' stages or densities, which all have the same number of entries."""
+    stages = None if stages is None or stages.strip() == AUTO_TEXT else stages
+    densities = None if densities is None or densities.strip() == AUTO_TEXT else densities
+    if stages is None and densities is None:
         return None
     try:
-        JiTConfig(stages=parse_fractions(stages, "stages"), densities=parse_fractions(densities, "densities"))
+        JiTConfig(stages=parse_fractions(stages, "stages") if stages is not None else JIT_BALANCED.stages,
+                  densities=parse_fractions(densities, "densities") if densities is not None
+                  else JIT_BALANCED.densities)
     except ValueError as e:
         return str(e)
     return None

@@ -352,7 +352,13 @@ def test_auto_numbers_are_the_nodes_defaults_and_values_between_auto_and_the_flo
     assert refused == "interval must be -1 (auto) or lie in [1, 50], got 0"
     assert schema_error(caching.DiTAccelTaylorSeer, None, threshold=-0.5).startswith("threshold must be -1 (auto)")
     assert schema_error(caching.DiTAccelTaylorSeer, None, interval=-1, threshold=-1.0) is None
-    assert spatial.jit_inputs_error("auto", "0.5, 1") is None
+    assert spatial.jit_inputs_error("auto", "auto") is None
+    # one left at auto is judged against the records' entries, which all have as many
+    assert "same number" in spatial.jit_inputs_error("auto", "0.5, 1")
+    assert spatial.jit_inputs_error("0.3, 0.6, 1", "auto") is None
+    lengths = {len(Request(records.JIT, p).resolve(variant(r.key), 28).config.stages)
+               for r in RECORDS if records.JIT in r.methods for p in PRESETS}
+    assert lengths == {len(spatial.JIT_BALANCED.stages)}
 
 
 @pytest.mark.parametrize("px", [(256, 256), (512, 768), (1024, 1024), (2048, 1152)])
