@@ -20,13 +20,11 @@ from comfy_api.latest import io
 
 from ..accel_core.quoting import quoted
 from ..accel_core.settings.records import PRESET_NAMES
+from ..accel_core.settings.resolve import AUTO_NUMBER as AUTO
 
 # what the adapters cover
 FAMILIES = "Wan 2.x, Flux, SD3 / SD3.5, HunyuanVideo, Qwen-Image, Chroma, Lumina 2 / Z-Image or HiDream-I1"
 MAX_TEXT = 4096  # longest text input the pack reads (heads, seeds, stages ...)
-# a custom input left at "auto" takes the loaded model's `balanced` value (numbers: -1; texts and combos: "auto")
-AUTO = -1
-AUTO_TEXT = "auto"
 AUTO_TIP = " -1 (auto): the loaded model's balanced value."
 # the least real value of each auto number: /prompt refuses anything between -1 and it
 AUTO_FLOOR = {"interval": 1, "order": 0, "first_block_order": 0, "warmup_steps": 0, "threshold": 0.0,

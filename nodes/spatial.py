@@ -7,11 +7,11 @@ from typing import Any
 from comfy_api.latest import io
 
 from ..accel_core.settings import records
-from ..accel_core.settings.resolve import Request
+from ..accel_core.settings.resolve import AUTO_TEXT, Request
 from ..accel_core.spatial.apply import apply_jit, apply_ras
 from ..accel_core.spatial.jit import INTERPOLATE, JiTConfig, parse_fractions
 from ..accel_core.spatial.ras import METRICS
-from .inputs import ABSENT, AUTO_TEXT, auto_float, auto_int, given, preset_input, schema_error, window_error
+from .inputs import ABSENT, auto_float, auto_int, given, preset_input, schema_error, window_error
 
 CATEGORY = "DiTAccel/spatial"
 MODEL_TIP = "The diffusion model (Wan 2.1 / 2.2; other families are refused with a message). Stacks with the " \

@@ -14,6 +14,7 @@ import torch
 from ..adapters import adapter_for
 from ..comfy_patch import sample_and_decode
 from ..quoting import is_index, quoted
+from ..settings.variants import identify
 from . import objectives, scene_detector
 from .apply import apply_softpag, attention_shape, selection_for
 from .head_spec import HeadSelection, HeadSpecError
@@ -87,8 +88,6 @@ def search_cfg(model: Any, cfg: float) -> tuple[float, str]:
     """The CFG the search samples at: `cfg`, or with 0 (auto) 1 on guidance-distilled variants, 5 elsewhere."""
     if cfg > 0:
         return cfg, ""
-    from ..settings.variants import identify
-
     dm = model.get_model_object("diffusion_model")
     variant = identify(adapter_for(dm, method="DiTAccelHeadHunter"), dm)
     if variant.key in DISTILLED:
@@ -99,7 +98,7 @@ def search_cfg(model: Any, cfg: float) -> tuple[float, str]:
 def run_search(model: Any, setup: SearchSetup, layers: str, rounds: int, top_k: int,
                score_images: Callable[[torch.Tensor], float]) -> tuple[SearchResult, str]:
     pool, selection, adapter = candidate_heads(model, layers)
-    runs = len(setup.seeds) * (1 + budget(len(pool), rounds, top_k))
+    runs = _runs(len(pool), len(setup.seeds), rounds, top_k)
     logging.info("DiTAccelHeadHunter: %d candidate heads, %d rounds keeping %d each, %d seeds: %d sampling runs of "
                  "%d steps at CFG %g", len(pool), rounds, top_k, len(setup.seeds), runs, setup.steps, setup.cfg)
 
@@ -122,7 +121,11 @@ def run_search(model: Any, setup: SearchSetup, layers: str, rounds: int, top_k: 
 def planned_runs(model: Any, setup: SearchSetup, layers: str, rounds: int, top_k: int) -> int:
     """The sampling runs a search with these settings costs (seeds x (CFG-only + every scored head set))."""
     pool, _, _ = candidate_heads(model, layers)
-    return len(setup.seeds) * (1 + budget(len(pool), rounds, top_k))
+    return _runs(len(pool), len(setup.seeds), rounds, top_k)
+
+
+def _runs(pool_size: int, seeds: int, rounds: int, top_k: int) -> int:
+    return seeds * (1 + budget(pool_size, rounds, top_k))
 
 
 def summary(result: SearchResult, spec: str, objective: str, runs: int = 0, cfg_note: str = "") -> str:

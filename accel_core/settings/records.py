@@ -46,11 +46,6 @@ class Steps:
         ratio = total_steps / self.at
         return max(self.minimum, round(self.value * (ratio if self.rule == "share" else math.sqrt(ratio))))
 
-    def text(self) -> str:
-        if self.rule == "share":
-            return f"{self.value:g} of {self.at} steps"
-        return f"{self.value:g} at {self.at} steps x sqrt(steps/{self.at})"
-
 
 @dataclass(frozen=True)
 class Preset:
@@ -120,7 +115,7 @@ EMBEDDED = {
                        Preset(_gate(0.6, 8, order=0, first_block_order=2), _SWEEP),
                        Preset(_gate(2.0, 12, order=0, first_block_order=2), _SWEEP)),
     FBCACHE: presets(Preset(_gate(0.1, 6), _SWEEP), Preset(_gate(0.2, 6), _SWEEP), Preset(_gate(0.5, 6), _SWEEP)),
-    RAS: presets(Preset({**_ras(6, 2)}, _SPATIAL), Preset(_ras(6, 0), _SPATIAL), Preset(_ras(4, 0), _SPATIAL)),
+    RAS: presets(Preset(_ras(6, 2), _SPATIAL), Preset(_ras(6, 0), _SPATIAL), Preset(_ras(4, 0), _SPATIAL)),
     JIT: presets(Preset(_jit((0.4, 0.65, 1.0), (0.35, 0.62, 1.0), 4), _SPATIAL),
                  Preset(_jit((0.5, 0.75, 1.0), (0.25, 0.5, 1.0), 4), _SPATIAL),
                  Preset(_jit((0.75, 0.9, 1.0), (0.15, 0.35, 1.0), 3), _SPATIAL)),

@@ -26,7 +26,10 @@ from .records import PRESET_NAMES, Steps
 from .variants import NAMES, Variant, identify
 
 CUSTOM_SOURCE = "custom: the node's inputs, as given"
-AUTO_NUMBER = -1  # a custom number input left at this takes the model's balanced value (as "auto" for texts)
+# a custom input left at these takes the model's balanced value: -1 for numbers, "auto" for the texts and
+# choices a method names in `auto_text`
+AUTO_NUMBER = -1
+AUTO_TEXT = "auto"
 
 
 def _jit_values(values: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +78,6 @@ class Resolved:
     preset: str
     variant: Variant | None
     source: str
-    total_steps: int
 
     def line(self) -> str:
         """The report's line: node, preset, resolved settings, variant and source."""
@@ -128,15 +130,14 @@ class Request:
                 given.update({k: values[k] for k in autos if k in values})
                 source = (f"custom: the node's inputs; {', '.join(autos)} left at auto take the balanced preset's "
                           f"({balanced.source})")
-            return Resolved(spec.node, spec.config(**spec.convert(given)), "custom", variant, source, total_steps)
+            return Resolved(spec.node, spec.config(**spec.convert(given)), "custom", variant, source)
         preset, values = self._preset_values(self.preset, variant, total_steps)
         values.update({k: given[k] for k in spec.always if k in given})
-        return Resolved(spec.node, spec.config(**spec.convert(values)), self.preset, variant, preset.source,
-                        total_steps)
+        return Resolved(spec.node, spec.config(**spec.convert(values)), self.preset, variant, preset.source)
 
     def _is_auto(self, name: str, value: Any) -> bool:
         if isinstance(value, str):
-            return name in self.spec.auto_text and value.strip() == "auto"
+            return name in self.spec.auto_text and value.strip() == AUTO_TEXT
         return not isinstance(value, bool) and value == AUTO_NUMBER
 
     def _preset_values(self, name: str, variant: Variant | None,
@@ -167,7 +168,7 @@ class Described:
     source: str
 
     def for_run(self, variant: Variant | None, total_steps: int, applied: Any) -> Resolved:
-        return Resolved(self.node, applied, self.what, variant, self.source, total_steps)
+        return Resolved(self.node, applied, self.what, variant, self.source)
 
 
 def default_heads(variant: Variant, first_list_kind: str | None, first_list_blocks: int,

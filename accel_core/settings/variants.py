@@ -46,7 +46,7 @@ def _wan(dm: torch.nn.Module) -> Variant:
     dim, depth = int(getattr(dm, "dim", 0)), len(getattr(dm, "blocks", ()))
     if dim <= EMBEDDED_MAX_WIDTH:
         return _variant("wan", "embedded-image", f"width {dim} x {depth} blocks: the pack's embedded model")
-    if dim == 3072 or int(getattr(dm, "in_dim", 16)) == 48:
+    if int(getattr(dm, "in_dim", 16)) == 48:  # Wan 2.2 5B's VAE
         return _variant("wan", "wan2.2-5b", f"width {dim}, {getattr(dm, 'in_dim', '?')} latent channels")
     if dim in WAN_WIDTHS:
         return _variant("wan", WAN_WIDTHS[dim], f"width {dim}")
