@@ -70,6 +70,9 @@ class ModelAdapter:
     # attribute of the diffusion model holding the multiple that its joint sequence's text part and image
     # part are each padded to with learned pad tokens (Z-Image; None or unset on the model: no padding)
     pad_multiple_attr: str | None = None
+    # the residual stream between blocks is float32 whatever the weights' dtype (Wan: its patch
+    # embedding runs in float32 and the blocks' float32 modulation keeps it there; comfy/ldm/wan/model.py)
+    stream_float32: bool = False
 
     def offers(self, hook: str) -> bool:
         return hook in self.hooks
@@ -134,6 +137,7 @@ WAN21 = ModelAdapter(
     hooks=ALL_HOOKS,
     patch_size=(1, 2, 2),
     sets_block_index=False,  # 0.3.75's Wan forward does not set it
+    stream_float32=True,
 )
 
 FLUX = ModelAdapter(

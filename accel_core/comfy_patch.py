@@ -27,6 +27,7 @@ import torch
 from comfy.model_patcher import ModelPatcher, create_model_options_clone
 from comfy.patcher_extension import WrappersMP
 
+from . import memory
 from .adapters import HOOK_FORWARD, HOOK_MODEL_CALL, BlockList, ModelAdapter, adapter_for
 from .metrics import FlopCounter, tensor_bytes
 from .module_wrap import BlockCallHook, ModuleSlot, ModuleWrapper, unwrapped
@@ -88,6 +89,8 @@ def attach(model: ModelPatcher, method: Method | None, needs: frozenset[str] = f
     if not m.get_wrappers(WrappersMP.OUTER_SAMPLE, WRAPPER_KEY):
         m.add_wrapper_with_key(WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, _outer_sample_wrapper)
         m.add_wrapper_with_key(WrappersMP.APPLY_MODEL, WRAPPER_KEY, _model_call_wrapper)
+    if not m.get_wrappers(WrappersMP.PREPARE_SAMPLING, WRAPPER_KEY):
+        m.add_wrapper_with_key(WrappersMP.PREPARE_SAMPLING, WRAPPER_KEY, _prepare_sampling_wrapper)
     # innermost of the forward's wrappers, moved there by every DiTAccel node: a cache node applied
     # before this one (EasyCache, LazyCache) that skips the forward leaves the call unmarked
     m.remove_wrappers_with_key(WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY)
@@ -110,17 +113,21 @@ def _outer_sample_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
                      sample_sigmas=sigmas, last_list=adapter.last_list(diffusion_model),
                      token_pad=adapter.pad_multiple(diffusion_model),
                      variant=_run_variant(guider, adapter, diffusion_model, sigmas, args[0] if args else None))
-    for key, method in table.methods.items():
-        ctx.states[key] = method.new_run_state(ctx)
-    record.methods = tuple(ctx.labels.get(key, m.label) for key, m in table.methods.items())
-    record.variant = f"{ctx.variant.name} ({ctx.variant.why})"
-    record.settings = tuple(ctx.settings.values())
-
-    args, kwargs = _with_step_callback(ctx, list(args), kwargs)
-    guider.model_options = create_model_options_clone(original_options)
-    guider.model_options["transformer_options"][RUN_KEY] = ctx
     start = time.perf_counter()
     try:
+        # before any state exists and before ComfyUI loads the model: a graph that cannot fit stops here
+        plan = _memory_plan(guider, table, ctx, diffusion_model, args[0] if args else None)
+        ctx.forms = {key: need.form for key, need in plan.chosen.items()}
+        ctx.memory_extra = plan.device
+        record.memory = tuple(plan.lines)
+        for key, method in table.methods.items():
+            ctx.states[key] = method.new_run_state(ctx)
+        record.methods = tuple(ctx.labels.get(key, m.label) for key, m in table.methods.items())
+        record.variant = f"{ctx.variant.name} ({ctx.variant.why})"
+        record.settings = tuple(ctx.settings.values())
+        args, kwargs = _with_step_callback(ctx, list(args), kwargs)
+        guider.model_options = create_model_options_clone(original_options)
+        guider.model_options["transformer_options"][RUN_KEY] = ctx
         out = executor(*args, **kwargs)
         record.status = "finished"
         return out
@@ -131,6 +138,98 @@ def _outer_sample_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
         record.seconds = time.perf_counter() - start
         record.state_bytes = tensor_bytes(ctx.states)
         guider.model_options = original_options
+
+
+# a step's compute time for the report's host-copy estimate (bf16 dense, a 4090 / A100 class GPU)
+ASSUMED_DEVICE_FLOPS = 150e12
+
+
+def run_shape(adapter: ModelAdapter, noise: torch.Tensor, conds: dict, cfg: float | None) -> memory.RunShape:
+    """The run as memory sees it: tokens from the latent and the conditionings, one stream per conditioning
+    entry (the negative ones drop out at CFG 1, which ComfyUI then skips)."""
+    entries = {k: v for k, v in (conds or {}).items()
+               if isinstance(v, list) and not (k == "negative" and cfg is not None and abs(cfg - 1.0) < 1e-9)}
+    text = [c["cross_attn"].shape[1] for v in entries.values() for c in v
+            if isinstance(c, dict) and isinstance(c.get("cross_attn"), torch.Tensor) and c["cross_attn"].dim() == 3]
+    shape = tuple(noise.shape)
+    return memory.RunShape(image_tokens=adapter.image_tokens(shape), text_tokens=max(text, default=0),
+                           batch=shape[0], streams=max(1, sum(len(v) for v in entries.values())),
+                           latent_values=int(torch.Size(shape[1:]).numel()))
+
+
+def _memory_plan(guider: Any, table: MethodTable, ctx: RunContext, diffusion_model: Any,
+                 noise: Any) -> memory.Plan:
+    methods = [m for m in table.methods.values() if getattr(m, "memory", None) is not None]
+    if not methods or not isinstance(noise, torch.Tensor):
+        return memory.Plan()
+    from .attention.dispatch import triton_ready
+
+    patcher = guider.model_patcher
+    device = torch.device(patcher.load_device)
+    dims = memory.model_dims(ctx.adapter, diffusion_model, sparse_runs=device.type == "cuda" and triton_ready())
+    shape = run_shape(ctx.adapter, noise, getattr(guider, "conds", {}), getattr(guider, "cfg", None))
+    def forms(method: Any, config: Any) -> Callable[[memory.RunShape], Any]:
+        return lambda s: method.memory(config, dims, s)
+
+    entries = []
+    for m in methods:
+        hints = [(text, forms(m, c)) for text, c in (m.memory_hints(m.config) if m.memory_hints else [])]
+        entries.append(memory.Entry(m.key, m.node or m.key, forms(m, m.config), hints))
+    step_s = None
+    if device.type == "cuda":
+        step_s = ctx.flops.stack(shape.image_tokens, shape.text_tokens, batch=shape.rows) / ASSUMED_DEVICE_FLOPS
+    return memory.plan(entries, shape, _budget(patcher, noise, guider), step_s)
+
+
+def _budget(patcher: ModelPatcher, noise: torch.Tensor, guider: Any) -> memory.Budget:
+    """What the pack's methods may use: DITACCEL_DEVICE_MEMORY when set; else the device's free memory plus
+    the weights ComfyUI can offload from it, less ComfyUI's own estimate of the sampling's activations."""
+    import comfy.model_management as mm
+
+    device = torch.device(patcher.load_device)
+    host_free = int(mm.get_free_memory(torch.device("cpu")))
+    host = memory.env_budget(memory.HOST_ENV)
+    host = int(host_free * 0.8) if host is None else host  # leave room for the rest of the process
+    set_by_hand = memory.env_budget(memory.DEVICE_ENV)
+    if set_by_hand is not None:
+        return memory.Budget(set_by_hand, host, f"as {memory.DEVICE_ENV} sets", host_relieves=True)
+    activations = _comfy_estimate(patcher, noise, guider)
+    if device.type == "cpu":
+        free = max(host_free - activations, 0)
+        return memory.Budget(free, free, "host memory free beside ComfyUI's estimate of the sampling's activations",
+                             host_relieves=False)
+    offloadable = sum(int(lm.model.loaded_size()) for lm in mm.current_loaded_models
+                      if getattr(lm, "device", None) == device and lm.model is not None)
+    free = int(mm.get_free_memory(device)) + offloadable - activations - int(mm.extra_reserved_memory())
+    return memory.Budget(max(free, 0), host, f"{device} free with every weight offloaded, beside ComfyUI's estimate "
+                         f"of the sampling's activations")
+
+
+def _comfy_estimate(patcher: ModelPatcher, noise: torch.Tensor, guider: Any) -> int:
+    """ComfyUI's own estimate of a sampling's activation memory (what its loader keeps free)."""
+    import comfy.sampler_helpers
+
+    try:
+        return int(comfy.sampler_helpers.estimate_memory(patcher, noise.shape, getattr(guider, "conds", {}))[0])
+    except Exception:  # an estimate for a budget: a family whose conds it cannot read counts none
+        return 0
+
+
+def _prepare_sampling_wrapper(executor: Any, model: ModelPatcher, noise_shape: Any, conds: Any, *args: Any,
+                              **kwargs: Any) -> Any:
+    """After ComfyUI has loaded the model for the sampling: make room for the methods' planned extra memory,
+    so its loader offloads weights (partially unloading the model) instead of sampling running out of memory."""
+    out = executor(model, noise_shape, conds, *args, **kwargs)
+    options = kwargs.get("model_options") if "model_options" in kwargs else (args[0] if args else None)
+    ctx = run_context((options or {}).get("transformer_options", {}))
+    device = torch.device(model.load_device)
+    if ctx is not None and ctx.memory_extra > 0 and device.type != "cpu":
+        import comfy.model_management as mm
+        import comfy.sampler_helpers
+
+        activations = comfy.sampler_helpers.estimate_memory(model, noise_shape, conds)[0]
+        mm.free_memory(activations + ctx.memory_extra + mm.extra_reserved_memory(), device)
+    return out
 
 
 def _run_variant(guider: Any, adapter: ModelAdapter, diffusion_model: Any, sigmas: list[float],

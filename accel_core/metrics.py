@@ -83,11 +83,7 @@ def block_flops(block: torch.nn.Module, spec: BlockList, n_img: int, n_txt: int,
     shares = _expert_shares(block, spec)
     flops = sum(2.0 * _tokens_for(n, spec, n_img, n_txt) * shape[0] * shape[1] * _share(n, shares)
                 for n, shape in linears)
-    # the attention width is the narrowest token linear's input; conditioning-vector linears
-    # (modulation) can be narrower (Lumina 2: 1024 against 2304) and do not see tokens
-    token_linears = [shape for n, shape in linears
-                     if not (spec.vector_linear_prefixes and n.startswith(spec.vector_linear_prefixes))]
-    width = min(shape[1] for shape in token_linears or [shape for _, shape in linears])
+    width = _width(linears, spec)
     for kind in spec.attention:
         if kind == "self":
             q, k = n_img, keys
@@ -97,6 +93,21 @@ def block_flops(block: torch.nn.Module, spec: BlockList, n_img: int, n_txt: int,
             q, k = n_img, n_txt
         flops += 4.0 * q * k * width  # QK^T and AV
     return flops
+
+
+def _width(linears: list[tuple[str, torch.Size]], spec: BlockList) -> int:
+    # the attention width is the narrowest token linear's input; conditioning-vector linears
+    # (modulation) can be narrower (Lumina 2: 1024 against 2304) and do not see tokens
+    token_linears = [shape for n, shape in linears
+                     if not (spec.vector_linear_prefixes and n.startswith(spec.vector_linear_prefixes))]
+    return min(shape[1] for shape in token_linears or [shape for _, shape in linears])
+
+
+def stream_width(block: torch.nn.Module, spec: BlockList) -> int:
+    """The hidden width of a block's token stream (its attention width)."""
+    linears = [(n, m.weight.shape) for n, m in block.named_modules()
+               if getattr(m, "weight", None) is not None and m.weight.dim() == 2]
+    return _width(linears, spec) if linears else 0
 
 
 class FlopCounter:

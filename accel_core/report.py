@@ -85,6 +85,8 @@ class RunRecord:
     state_bytes: int = 0  # tensors the methods' per-run state held at the end of the run
     variant: str = ""  # the model variant the run's settings were chosen for, and why
     settings: tuple[str, ...] = ()  # per node: preset, resolved settings and their source
+    memory: tuple[str, ...] = ()  # per node: the memory form the run's plan chose, and what it holds
+    state_peak_bytes: int = 0  # the most the methods' per-run state held at the end of any step
 
     def steps(self) -> list[StepSummary]:
         by_step: dict[int, list[CallRecord]] = {}
@@ -129,6 +131,7 @@ class RunRecord:
             f"sampling {self.seconds:.2f} s, transformer {transformer_s:.2f} s",
             *([f"model: {self.variant}"] if self.variant else []),
             *(f"settings: {line}" for line in self.settings),
+            *(f"memory: {line}" for line in self.memory),
             f"methods: {', '.join(self.methods) if self.methods else 'none (recording only)'}",
             f"transformer FLOPs run: {100.0 * self.flops_share:.1f} % of full "
             f"({run / 1e9:.3f} / {full / 1e9:.3f} GFLOP)",

@@ -15,7 +15,8 @@ from typing import Any, Protocol, TypeVar
 import torch
 
 from .adapters import BlockList, ModelAdapter
-from .metrics import FlopCounter
+from .memory import DEVICE, NeedsFn
+from .metrics import FlopCounter, tensor_bytes
 from .report import RAN_REUSED, CallRecord, RunRecord
 from .settings.variants import Variant
 from .token_subset import TokenSubset
@@ -41,6 +42,10 @@ class ConfiguredMethod:
     make_state: Callable[[Any, RunContext], Any]
     # a node's preset and inputs (settings.resolve.Request): resolved again for each run's variant and steps
     request: Any = None
+    node: str = ""  # the node's name, for memory refusals
+    memory: NeedsFn | None = None  # its forms and their extra memory (None: it keeps no tensors)
+    # settings that need less memory, for a refusal's message: config -> ((what to set, config), ...)
+    memory_hints: Callable[[Any], Sequence[tuple[str, Any]]] | None = None
 
     @property
     def label(self) -> str:
@@ -105,6 +110,12 @@ class RunContext:
     variant: Variant | None = None  # the model variant this run shows (settings.variants)
     settings: dict[str, str] = field(default_factory=dict)  # per method: resolved settings and their source
     labels: dict[str, str] = field(default_factory=dict)  # per method: the settings this run uses
+    forms: dict[str, str] = field(default_factory=dict)  # per method: the memory form the plan chose
+    memory_extra: int = 0  # device bytes the plan gives the methods (the loader is asked to make room)
+
+    def form(self, key: str) -> str:
+        """The memory form method `key` runs in this run (memory.DEVICE unless the plan chose another)."""
+        return self.forms.get(key, DEVICE)
 
     @property
     def stack_list(self) -> BlockList:
@@ -145,6 +156,8 @@ class RunContext:
                                                  seconds=0.0, attention={}, gate_error=float("nan"),
                                                  tokens_run=-1, forward_ran=False))
         self.steps_done = index + 1
+        if self.record is not None and self.states:
+            self.record.state_peak_bytes = max(self.record.state_peak_bytes, tensor_bytes(self.states))
 
     def state(self, key: str) -> Any:
         return self.states[key]

@@ -21,6 +21,11 @@ BACKEND_TRITON = "triton"
 BACKEND_TORCH = "torch"
 
 
+def triton_ready() -> bool:
+    """The Triton kernels can run here (a CUDA device is checked by the caller)."""
+    return block_sparse_triton is not None and block_sparse_triton.triton_available()
+
+
 def backend_for(q: torch.Tensor, block_q: int, block_k: int) -> tuple[str, str | None]:
     """(backend, why not Triton) for these inputs."""
     if not q.is_cuda:

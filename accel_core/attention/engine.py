@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from ..memory import CHUNKED, DEVICE, HOST, Storage
 from . import draft, grat, pisa, rettention, svg2
 from .config import SparseAttentionConfig
 from .dispatch import dense_selection, gather_tokens, run, scatter_tokens
@@ -47,9 +48,17 @@ def _select(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: TileLayou
     return grat.select(q, layout, config.density, "neighbors"), None
 
 
+def estimate_chunk(head_dim: int, block_q: int, block_k: int) -> int:
+    """Query blocks per chunk of the skipped-block estimate in form CHUNKED: a chunk's (tokens x key
+    blocks) scores are about the size of the queries themselves (N / block_k key blocks against
+    head_dim channels)."""
+    return max(1, head_dim * block_k // block_q)
+
+
 def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: TileLayout,
-                     config: SparseAttentionConfig, step: int, state: SiteState) -> Outcome:
-    """q, k, v (B, H, N, D) image tokens in the model's raster order."""
+                     config: SparseAttentionConfig, step: int, state: SiteState, form: str = DEVICE) -> Outcome:
+    """q, k, v (B, H, N, D) image tokens in the model's raster order; `form`: the memory form
+    (Re-ttention's residual in the model's dtype or host memory; the estimate in chunks)."""
     order, inverse = layout.order().to(q.device), layout.inverse().to(q.device)
     qt, kt, vt = (x.index_select(-2, order) for x in (q, k, v))
     selection, extra = _select(qt, kt, vt, layout, config, state)
@@ -63,12 +72,14 @@ def sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: 
     if config.method == "rettention":
         if state.reshape is None or rettention.is_refresh_step(step, config.dense_steps):
             full, full_lse, _ = run(qt, kt, vt, dense_selection(qt, kt, bq, bk), bq, bk)
-            state.reshape = rettention.refresh(full, full_lse, out, lse)
+            dtype = torch.float32 if form == DEVICE else q.dtype
+            state.reshape = rettention.refresh(full, full_lse, out, lse, dtype, Storage(form == HOST))
             out, lse, kept = full, full_lse, 1.0
         else:
-            out, lse = rettention.apply(out, lse, state.reshape)
+            out, lse = rettention.apply(out, lse, state.reshape, Storage(form == HOST))
     elif config.method == "pisa" or config.estimate_skipped:
         stats = extra if config.method == "pisa" else pisa.block_stats(kt, vt, bk)
-        out, lse = pisa.add_estimate(qt, out, lse, selection, stats, bq)
+        chunk = estimate_chunk(q.shape[-1], bq, bk) if form == CHUNKED else 0
+        out, lse = pisa.add_estimate(qt, out, lse, selection, stats, bq, chunk)
     out, lse = scatter_tokens(out, q_perm), scatter_tokens(lse, q_perm)
     return Outcome(out.index_select(-2, inverse), lse.index_select(-1, inverse), kept, backend)

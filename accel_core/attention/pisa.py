@@ -66,15 +66,37 @@ def select(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: TileLayout
 
 
 def add_estimate(q: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, selection: Selection, stats: BlockStats,
-                 block_q: int) -> tuple[torch.Tensor, torch.Tensor]:
+                 block_q: int, chunk_blocks: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Merge the exact part (out, lse over the kept blocks) with the estimate of the skipped ones;
-    returns the output and the log of the estimated full denominator."""
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    b, h, n, _ = q.shape
+    returns the output and the log of the estimated full denominator.
+
+    `chunk_blocks` > 0: the (tokens x key blocks) scores are built that many query blocks at a time
+    (memory form CHUNKED); each query's result depends on its own row only."""
+    n = q.shape[-2]
     nkb = stats.k_mean.shape[-2]
     nqb = n_blocks(n, block_q)
     kept = block_mask(selection.kv_index, selection.kv_count, nkb).unsqueeze(-2)  # (B, H, nQb, 1, nKb)
     qf = torch.nn.functional.pad(q.float(), (0, 0, 0, nqb * block_q - n))
+    step = chunk_blocks if 0 < chunk_blocks < nqb else nqb
+    parts = []
+    for first in range(0, nqb, step):
+        last = min(first + step, nqb)
+        rows = slice(first * block_q, min(last * block_q, n))
+        parts.append(_estimate_rows(qf[..., first * block_q: last * block_q, :], out[..., rows, :], lse[..., rows],
+                                    kept[:, :, first:last], stats, block_q))
+    if len(parts) == 1:
+        return parts[0]
+    return torch.cat([p[0] for p in parts], dim=-2), torch.cat([p[1] for p in parts], dim=-1)
+
+
+def _estimate_rows(qf: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, kept: torch.Tensor, stats: BlockStats,
+                   block_q: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`add_estimate` on the query blocks in `qf` (float32, padded to whole blocks); `out` and `lse`
+    hold their real rows."""
+    scale = 1.0 / math.sqrt(qf.shape[-1])
+    b, h, n = lse.shape
+    nkb = stats.k_mean.shape[-2]
+    nqb = qf.shape[-2] // block_q
     # Σ_t exp(q·k_t) over a block is n·exp(q·k̄)·E[exp(q·(k_t − k̄))]; the expectation's second-order
     # term with a diagonal covariance, ½·Σ_d q_d²σ²_d, removes most of the zeroth order's underestimate
     # of spread-out blocks (measured on the embedded model's captured q/k/v). In place: this runs on

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..memory import ON_DEVICE, Storage
+
 REFRESH_INTERVAL = 5  # steps between refreshes after the dense steps, as the reference code
 
 
@@ -23,15 +25,22 @@ class Reshape:
 
 
 def refresh(out_full: torch.Tensor, lse_full: torch.Tensor, out_sparse: torch.Tensor,
-            lse_sparse: torch.Tensor) -> Reshape:
+            lse_sparse: torch.Tensor, residual_dtype: torch.dtype = torch.float32,
+            storage: Storage = ON_DEVICE) -> Reshape:
+    """`residual_dtype`: float32, or the model's dtype (memory form MODEL_DTYPE); `storage`: where
+    the reshape is kept (host memory in form HOST)."""
     ratio = torch.exp(lse_sparse - lse_full).nan_to_num(0.0).clamp(0.0, 1.0).unsqueeze(-1)
-    return Reshape(ratio, out_full.float() - ratio * out_sparse.float())
+    residual = (out_full.float() - ratio * out_sparse.float()).to(residual_dtype)
+    return Reshape(storage.keep(ratio), storage.keep(residual))
 
 
-def apply(out_sparse: torch.Tensor, lse_sparse: torch.Tensor, reshape: Reshape) -> tuple[torch.Tensor, torch.Tensor]:
+def apply(out_sparse: torch.Tensor, lse_sparse: torch.Tensor, reshape: Reshape,
+          storage: Storage = ON_DEVICE) -> tuple[torch.Tensor, torch.Tensor]:
     """The reshaped output, and the full denominator the stored ratio implies."""
-    out = (reshape.ratio * out_sparse.float() + reshape.residual).to(out_sparse.dtype)
-    return out, lse_sparse - reshape.ratio.squeeze(-1).clamp_min(1e-12).log()
+    ratio = storage.use(reshape.ratio, out_sparse.device)
+    residual = storage.use(reshape.residual, out_sparse.device)
+    out = (ratio * out_sparse.float() + residual.float()).to(out_sparse.dtype)
+    return out, lse_sparse - ratio.squeeze(-1).clamp_min(1e-12).log()
 
 
 def is_refresh_step(step: int, dense_steps: int) -> bool:

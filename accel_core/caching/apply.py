@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -17,6 +18,7 @@ from ..comfy_patch import (
     set_forward_wrapper,
     set_module_wrappers,
 )
+from ..memory import HOST, Storage
 from ..module_wrap import ModuleSlot
 from ..run_context import ConfiguredMethod, RunContext
 from ..settings.resolve import Request, at_apply
@@ -36,7 +38,8 @@ def apply_taylorseer(model: Any, config: taylorseer.TaylorSeerConfig | Request) 
     adapter = adapter_for(model.get_model_object("diffusion_model"), method=node)
     config, request = at_apply(config, model, node)
     config = config.resolved(adapter.offers(HOOK_FORWARD), adapter.display_name)
-    method = ConfiguredMethod(taylorseer.KEY, config, taylorseer.new_state, request)
+    method = ConfiguredMethod(taylorseer.KEY, config, taylorseer.new_state, request, node=node,
+                              memory=taylorseer.memory_needs, memory_hints=taylorseer.memory_hints)
     if config.granularity == taylorseer.OUTPUT:
         m, _ = attach(model, method, frozenset({HOOK_FORWARD}), name=node)
         clear_block_patches(m, taylorseer.KEY)  # a TaylorSeer applied before in another granularity
@@ -71,25 +74,31 @@ def _taylorseer_output(executor: Callable[..., Any], *args: Any, **kwargs: Any) 
 def _fbcache_state(config: first_block.FirstBlockCacheConfig, run: RunContext) -> first_block.FirstBlockCacheState:
     config = config.at_steps(run.total_steps)
     return first_block.FirstBlockCacheState(window=config.window, max_skips=config.max_skips,
-                                            total_steps=run.total_steps, threshold=config.threshold)
+                                            total_steps=run.total_steps, threshold=config.threshold,
+                                            storage=Storage(run.form(first_block.FBCACHE_KEY) == HOST))
 
 
 def _cgtaylor_state(config: first_block.CGTaylorConfig, run: RunContext) -> first_block.CGTaylorState:
     config = config.at_steps(run.total_steps)
     return first_block.CGTaylorState(window=config.window, max_skips=config.max_skips, total_steps=run.total_steps,
                                      threshold=config.threshold, order=config.order,
-                                     first_block_order=config.first_block_order)
+                                     first_block_order=config.first_block_order,
+                                     storage=Storage(run.form(first_block.CGTAYLOR_KEY) == HOST))
 
 
 def apply_first_block_cache(model: Any, config: first_block.FirstBlockCacheConfig | Request) -> Any:
     node = "DiTAccelFirstBlockCache"
     config, request = at_apply(config, model, node)
-    method = ConfiguredMethod(first_block.FBCACHE_KEY, config, _fbcache_state, request)
+    method = ConfiguredMethod(first_block.FBCACHE_KEY, config, _fbcache_state, request, node=node,
+                              memory=first_block.fbcache_memory_needs)
     return _apply(model, method, first_block.gated_block_hook(first_block.FBCACHE_KEY), node)
 
 
 def apply_cg_taylor(model: Any, config: first_block.CGTaylorConfig | Request) -> Any:
     node = "DiTAccelCGTaylor"
     config, request = at_apply(config, model, node)
-    method = ConfiguredMethod(first_block.CGTAYLOR_KEY, config, _cgtaylor_state, request)
+    method = ConfiguredMethod(first_block.CGTAYLOR_KEY, config, _cgtaylor_state, request, node=node,
+                              memory=first_block.cgtaylor_memory_needs,
+                              memory_hints=lambda c: [("order 0 and first_block_order 0",
+                                                       replace(c, order=0, first_block_order=0))])
     return _apply(model, method, first_block.gated_block_hook(first_block.CGTAYLOR_KEY), node)

@@ -20,6 +20,7 @@ from typing import TypeVar
 
 import torch
 
+from ..memory import DEVICE, HOST, ON_DEVICE, ModelDims, Need, RunShape, Storage
 from ..report import RAN_GATED
 from ..run_context import BlockHook, BlockSite, RunContext, complete, join, only, split
 from .forecast import TaylorForecaster
@@ -114,8 +115,9 @@ class GatedState:
     streams: list[Hashable] = field(default_factory=list)
     coord: float = 0.0
     skip: bool = False
-    first_out: dict[str, torch.Tensor] = field(default_factory=dict)
+    first_out: dict[str, torch.Tensor] = field(default_factory=dict)  # the call in progress only
     last_error: float = float("nan")
+    storage: Storage = ON_DEVICE  # where the cached tensors live (memory form)
 
     def allowed(self, step: int) -> bool:
         if self.window.forced_full(step, self.total_steps):
@@ -140,21 +142,22 @@ class FirstBlockCacheState(GatedState):
         residuals = dict(zip(self.streams, (first_img - first_in).chunk(len(self.streams)), strict=True))
         known = all(s in self.first_residual and s in self.rest_residual for s in self.streams)
         if known:
-            self.last_error = max(rel_l1(residuals[s], self.first_residual[s]) for s in self.streams)
+            self.last_error = max(rel_l1(residuals[s], self.storage.use(self.first_residual[s], first_img.device))
+                                  for s in self.streams)
         skip = known and self.allowed(step) and self.last_error < self.threshold
         if not skip:
-            self.first_residual.update(residuals)
+            self.first_residual.update({s: self.storage.keep(r) for s, r in residuals.items()})
         return skip
 
     def replacement(self, start: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         parts = split(start, len(self.streams))
-        return join([{k: p[k] + self.rest_residual[s][k] for k in p}
+        return join([{k: p[k] + self.storage.use(self.rest_residual[s][k], p[k].device) for k in p}
                      for s, p in zip(self.streams, parts, strict=True)])
 
     def store(self, start: dict[str, torch.Tensor], final: dict[str, torch.Tensor]) -> None:
         n = len(self.streams)
         for s, a, b in zip(self.streams, split(start, n), split(final, n), strict=True):
-            self.rest_residual[s] = {k: b[k] - a[k] for k in b}
+            self.rest_residual[s] = {k: self.storage.keep(b[k] - a[k]) for k in b}
 
 
 @dataclass
@@ -174,7 +177,8 @@ class CGTaylorState(GatedState):
         skip = known and self.allowed(step) and self.last_error < self.threshold
         if not skip:
             for s, chunk in chunks.items():
-                self.first.setdefault(s, TaylorForecaster(self.first_block_order)).update(self.coord, chunk)
+                self.first.setdefault(s, TaylorForecaster(self.first_block_order, storage=self.storage)).update(
+                    self.coord, chunk)
         return skip
 
     def replacement(self, start: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -184,7 +188,32 @@ class CGTaylorState(GatedState):
         for s, part in zip(self.streams, split(final, len(self.streams)), strict=True):
             self.stored.add(s)
             for k, v in part.items():
-                self.last.setdefault((s, k), TaylorForecaster(self.order)).update(self.coord, v)
+                self.last.setdefault((s, k), TaylorForecaster(self.order, storage=self.storage)).update(self.coord, v)
+
+
+def _first_tokens(dims: ModelDims, shape: RunShape) -> int:
+    return shape.image_tokens + (shape.text_tokens if dims.first.joint_tokens else 0)
+
+
+def _gated_needs(first_copies: int, last_copies: int, dims: ModelDims, shape: RunShape, what: str) -> tuple[Need, ...]:
+    """Per conditioning entry: `first_copies` of the first block's output (or residual) and
+    `last_copies` of the stack's output; a call makes the first block's residual or forecast, the
+    replacement and the streams' join."""
+    first = shape.hidden(dims, _first_tokens(dims, shape))
+    last = shape.hidden(dims, shape.stack_tokens(dims))
+    kept = shape.streams * (first_copies * first + last_copies * last)
+    transient = shape.rows * (first + 2 * last)
+    return (Need(DEVICE, held=kept, transient=transient),
+            Need(HOST, transient=transient + first_copies * first + last_copies * last, host=kept, moved=kept,
+                 note=f"{what} in host memory"))
+
+
+def fbcache_memory_needs(config: FirstBlockCacheConfig, dims: ModelDims, shape: RunShape) -> tuple[Need, ...]:
+    return _gated_needs(1, 1, dims, shape, "cached residuals")
+
+
+def cgtaylor_memory_needs(config: CGTaylorConfig, dims: ModelDims, shape: RunShape) -> tuple[Need, ...]:
+    return _gated_needs(config.first_block_order + 1, config.order + 1, dims, shape, "forecast tables")
 
 
 
@@ -220,14 +249,19 @@ def gated_block_hook(key: str) -> BlockHook:
                 _mark_rest_skipped(ctx)
             elif site.last:
                 state.store(state.first_out, only(out, ctx.stack_keys))
+            if site.last:
+                state.first_out = {}
             return out
         if not state.skip:
             out = call_block(args)
             if site.last:
                 state.store(state.first_out, only(out, ctx.stack_keys))
+                state.first_out = {}
             return out
         if site.last:
-            return complete(state.replacement(state.first_out), site.spec.returns)
+            out = complete(state.replacement(state.first_out), site.spec.returns)
+            state.first_out = {}
+            return out
         return {k: args[k] for k in site.spec.returns}
 
     return hook

@@ -23,12 +23,16 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..memory import ON_DEVICE, Storage
+
 
 @dataclass
 class TaylorForecaster:
     order: int
     nodes: list[float] = field(default_factory=list)  # newest first
     diffs: list[torch.Tensor] = field(default_factory=list)
+    storage: Storage = ON_DEVICE  # host memory form: the table is kept there, used on the device
+    device: torch.device | None = None  # where the values come from (and forecasts go)
 
     def __post_init__(self) -> None:
         if self.order < 0:
@@ -42,10 +46,13 @@ class TaylorForecaster:
         if self.nodes and abs(float(step) - self.nodes[0]) <= 1e-9 * max(1.0, abs(self.nodes[0])):
             self._drop_newest()
         nodes = [float(step), *self.nodes][: self.order + 1]
+        self.device = value.device
         # a copy: the computed output goes on to the model, where a patch may add to it in place
-        new = [value.detach().clone()]
+        newest = value.detach().clone()
+        new = [self.storage.keep(newest)]
         for j in range(1, len(nodes)):
-            new.append((new[j - 1] - self.diffs[j - 1]) / (nodes[0] - nodes[j]))
+            newest = (newest - self.storage.use(self.diffs[j - 1], value.device)) / (nodes[0] - nodes[j])
+            new.append(self.storage.keep(newest))
         self.nodes, self.diffs = nodes, new
 
     def _drop_newest(self) -> None:
@@ -57,11 +64,14 @@ class TaylorForecaster:
     def predict(self, step: float) -> torch.Tensor:
         if not self.diffs:
             raise RuntimeError("predict() before any update()")
-        out = self.diffs[0].clone()  # the caller may change it in place; the table must not change
+        device = self.device or self.diffs[0].device
+        first = self.storage.use(self.diffs[0], device)
+        # the caller may change it in place; the table must not change
+        out = first.clone() if first is self.diffs[0] else first
         weight = 1.0
         for j in range(1, len(self.diffs)):
             weight *= float(step) - self.nodes[j - 1]
-            out = out + self.diffs[j] * weight
+            out = out + self.storage.use(self.diffs[j], device) * weight
         return out
 
     def nbytes(self) -> int:

@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from ..memory import DEVICE, HOST, ModelDims, Need, RunShape, Storage
 from ..module_wrap import ModuleSlot
 from ..report import RAN_FORECAST
 from ..run_context import BlockHook, BlockSite, RunContext, complete, join, only, split
@@ -171,6 +172,7 @@ class TaylorSeerState:
     call_coord: float = 0.0
     forecasters: dict[tuple[Hashable, str], TaylorForecaster] = field(default_factory=dict)
     change: ChangeEstimate = field(default_factory=ChangeEstimate)
+    storage: Storage = field(default_factory=Storage)  # where the forecast tables live (memory form)
 
     def decide_step(self, step: int, call_input: torch.Tensor | None = None) -> bool:
         """Full or forecast, once per sampler step (at its first model call); every call of the step follows it."""
@@ -192,7 +194,7 @@ class TaylorSeerState:
     def forecaster(self, stream: Hashable, key: str) -> TaylorForecaster:
         slot = (stream, key)
         if slot not in self.forecasters:
-            self.forecasters[slot] = TaylorForecaster(self.order)
+            self.forecasters[slot] = TaylorForecaster(self.order, storage=self.storage)
         return self.forecasters[slot]
 
     def begin_call(self, step: int, streams: list[Hashable], coord: float, keys: tuple[str, ...],
@@ -254,9 +256,40 @@ class TaylorSeerState:
 
 def new_state(config: TaylorSeerConfig, run: RunContext) -> TaylorSeerState:
     config = config.at_steps(run.total_steps)
-    return TaylorSeerState(config.schedule, run.total_steps, config.order, config.threshold)
+    return TaylorSeerState(config.schedule, run.total_steps, config.order, config.threshold,
+                           storage=Storage(run.form(KEY) == HOST))
 
 
+def memory_needs(config: TaylorSeerConfig, dims: ModelDims, shape: RunShape) -> tuple[Need, ...]:
+    """Per conditioning entry, (order + 1) copies of the forecast feature: the model's output
+    (float32), the stack's output, or every wrapped module's output. A full step rebuilds one
+    feature's table beside the old one; a forecast step builds its sum and the streams' join."""
+    copies = config.order + 1
+    if config.granularity == OUTPUT:
+        feature, count = shape.batch * shape.latent_values * 4, 1
+    elif config.granularity == "modules":
+        feature, count = shape.hidden(dims), sum(lst.blocks * lst.modules for lst in dims.lists)
+    else:
+        feature, count = shape.hidden(dims, shape.stack_tokens(dims)), 1
+    table = shape.streams * count * copies * feature
+    itemsize = 4 if config.granularity == OUTPUT else dims.hidden_itemsize
+    probes = 3 * 4 * -(-feature // itemsize // PROBE_STRIDE) if config.threshold > 0 else 0
+    whole = feature if count == 1 else feature * shape.streams  # a module's forecast joins its streams
+    transient = max(copies, 2) * feature + (shape.streams * feature if count == 1 else whole)
+    return (Need(DEVICE, held=table + probes, transient=transient),
+            Need(HOST, held=probes, transient=transient + copies * feature, host=table, moved=table,
+                 note="forecast tables in host memory"))
+
+
+
+
+def memory_hints(config: TaylorSeerConfig) -> list[tuple[str, TaylorSeerConfig]]:
+    hints = []
+    if config.granularity != OUTPUT:
+        hints.append(("granularity 'output'", replace(config, granularity=OUTPUT)))
+    if config.order > 0:
+        hints.append(("order 0", replace(config, order=0)))
+    return hints
 
 
 def block_hook(config: TaylorSeerConfig, slot: ModuleSlot | None = None,

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..memory import ON_DEVICE, Storage
 from ..quoting import quoted
 from .tokens import as_video, per_token
 
@@ -224,6 +225,7 @@ class JiTState:
     # full_context: each block's keys / values from the latest full call, per call key
     keys_values: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     seen: set = field(default_factory=set)  # call keys that ran a full call (their caches exist)
+    storage: Storage = ON_DEVICE  # where `keys_values` lives (memory form)
 
     @property
     def tokens(self) -> int:

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from ..memory import ON_DEVICE, Storage
 from .tokens import as_video, channel_spread, per_token
 
 KEY = "ditaccel.ras"
@@ -147,6 +148,7 @@ class RASState:
     hidden: dict[tuple, torch.Tensor] = field(default_factory=dict)
     keys_values: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     current: Any = None  # the plan of the model call in progress (set at its first block)
+    storage: Storage = ON_DEVICE  # where `keys_values` lives (memory form)
 
     def observe(self, velocity: torch.Tensor) -> None:
         """The guided velocity of the latest model evaluation (what the sampler integrates)."""
