@@ -118,7 +118,7 @@ def _outer_sample_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
         # before any state exists and before ComfyUI loads the model: a graph that cannot fit stops here
         plan = _memory_plan(guider, table, ctx, diffusion_model, args[0] if args else None)
         ctx.forms = {key: need.form for key, need in plan.chosen.items()}
-        ctx.memory_extra = plan.device
+        ctx.memory_extra = plan.extra
         record.memory = tuple(plan.lines)
         for key, method in table.methods.items():
             ctx.states[key] = method.new_run_state(ctx)
@@ -190,19 +190,19 @@ def _budget(patcher: ModelPatcher, noise: torch.Tensor, guider: Any) -> memory.B
     host_free = int(mm.get_free_memory(torch.device("cpu")))
     host = memory.env_budget(memory.HOST_ENV)
     host = int(host_free * 0.8) if host is None else host  # leave room for the rest of the process
+    activations = _comfy_estimate(patcher, noise, guider)
     set_by_hand = memory.env_budget(memory.DEVICE_ENV)
     if set_by_hand is not None:
-        return memory.Budget(set_by_hand, host, f"as {memory.DEVICE_ENV} sets", host_relieves=True)
-    activations = _comfy_estimate(patcher, noise, guider)
+        return memory.Budget(set_by_hand, host, f"as {memory.DEVICE_ENV} sets", activations, host_relieves=True)
     if device.type == "cpu":
         free = max(host_free - activations, 0)
         return memory.Budget(free, free, "host memory free beside ComfyUI's estimate of the sampling's activations",
-                             host_relieves=False)
+                             activations, host_relieves=False)
     offloadable = sum(int(lm.model.loaded_size()) for lm in mm.current_loaded_models
                       if getattr(lm, "device", None) == device and lm.model is not None)
     free = int(mm.get_free_memory(device)) + offloadable - activations - int(mm.extra_reserved_memory())
     return memory.Budget(max(free, 0), host, f"{device} free with every weight offloaded, beside ComfyUI's estimate "
-                         f"of the sampling's activations")
+                         f"of the sampling's activations", activations)
 
 
 def _comfy_estimate(patcher: ModelPatcher, noise: torch.Tensor, guider: Any) -> int:

@@ -117,14 +117,17 @@ class Need:
 
     form: str
     held: int = 0  # device bytes kept across steps
-    transient: int = 0  # device bytes allocated within a model call, freed by its end
+    transient: int = 0  # device bytes allocated inside a block (on top of the block's own activations)
+    # device bytes allocated between blocks or around the stack, where a block's activations are freed:
+    # they count only beyond ComfyUI's own estimate of the sampling's activations
+    between: int = 0
     host: int = 0  # host bytes kept across steps (form HOST)
     moved: int = 0  # bytes copied between host and device per step (form HOST)
     note: str = ""
 
-    @property
-    def device(self) -> int:
-        return self.held + self.transient
+    def device(self, activations: int = 0) -> int:
+        """Extra device memory beside ComfyUI's activation estimate `activations`."""
+        return self.held + self.transient + max(0, self.between - activations)
 
 
 NeedsFn = Callable[[Any, ModelDims, RunShape], Sequence[Need]]
@@ -162,6 +165,7 @@ class Budget:
     device: int  # bytes the pack's methods may use on the compute device
     host: int  # bytes they may keep in host memory
     source: str  # where the device figure comes from (shown in the report and in refusals)
+    activations: int = 0  # ComfyUI's own estimate of the sampling's activation memory (kept free by its loader)
     # moving a cache to host memory frees device memory (False on a CPU run, where they are the same
     # memory, unless the device budget is set by hand to stand in for a GPU)
     host_relieves: bool = True
@@ -182,9 +186,7 @@ class Plan:
     chosen: dict[str, Need] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
 
-    @property
-    def device(self) -> int:
-        return sum(n.device for n in self.chosen.values())
+    extra: int = 0  # device bytes the chosen forms need beside ComfyUI's activation estimate
 
     def form(self, key: str) -> str:
         need = self.chosen.get(key)
@@ -194,48 +196,59 @@ class Plan:
 def _fits(need: Need, device_left: int, host_left: int, budget: Budget) -> bool:
     if need.form == HOST and not budget.host_relieves:
         return False
-    return need.device <= device_left and need.host <= host_left
+    return need.device(budget.activations) <= device_left and need.host <= host_left
+
+
+def _total(needs: Sequence[Need], activations: int) -> int:
+    """Kept and in-block bytes add up; the between-block ones of all methods share ComfyUI's estimate."""
+    return (sum(n.held + n.transient for n in needs) + max(0, sum(n.between for n in needs) - activations))
 
 
 def plan(entries: Sequence[Entry], shape: RunShape, budget: Budget, step_seconds: float | None = None) -> Plan:
     """Every method in its first form if they all fit; else, one at a time, the method whose next form
     frees the most device memory moves to it. Where every method is in its last form and they still do
     not fit, the one needing the most is refused (before the first step)."""
+    act = budget.activations
     forms = [[n for n in e.needs(shape) if n.form != HOST or budget.host_relieves] for e in entries]
     at = [0] * len(entries)
 
-    def total(attr: str) -> int:
-        return sum(getattr(f[i], attr) for f, i in zip(forms, at, strict=True) if f)
+    def chosen() -> list[Need]:
+        return [f[i] for f, i in zip(forms, at, strict=True) if f]
 
-    while total("device") > budget.device:
-        savings = [(f[i].device - f[i + 1].device, k) for k, (f, i) in enumerate(zip(forms, at, strict=True))
-                   if i + 1 < len(f)]
+    while _total(chosen(), act) > budget.device:
+        savings = [(f[i].device(act) - f[i + 1].device(act), k)
+                   for k, (f, i) in enumerate(zip(forms, at, strict=True)) if i + 1 < len(f)]
         if not savings or max(savings)[0] <= 0:
             break
         at[max(savings)[1]] += 1
-    if not all(forms) or total("device") > budget.device or total("host") > budget.host:
+    if not all(forms) or _total(chosen(), act) > budget.device or sum(n.host for n in chosen()) > budget.host:
         _refuse(entries, forms, shape, budget)
-    out = Plan()
+    out = Plan(extra=_total(chosen(), act))
     for entry, f, i in zip(entries, forms, at, strict=True):
         out.chosen[entry.key] = f[i]
         if f[i].form != NONE:
-            out.lines.append(f"{entry.node}: {describe(f[i], f, step_seconds)}")
+            out.lines.append(f"{entry.node}: {describe(f[i], f, act, step_seconds)}")
     return out
 
 
 def _refuse(entries: Sequence[Entry], forms: list[list[Need]], shape: RunShape, budget: Budget) -> None:
     """Refuse the method that needs the most in its cheapest form, with what the others leave it."""
-    least = [min(f, key=lambda n: n.device) if f else Need(DEVICE) for f in forms]
-    worst = max(range(len(entries)), key=lambda k: (not forms[k], least[k].device, least[k].host))
+    act = budget.activations
+    least = [min(f, key=lambda n: n.device(act)) if f else Need(DEVICE) for f in forms]
+    worst = max(range(len(entries)), key=lambda k: (not forms[k], least[k].device(act), least[k].host))
     others = [n for k, n in enumerate(least) if k != worst]
-    device_left = budget.device - sum(n.device for n in others)
+    device_left = budget.device - sum(n.held + n.transient for n in others)
     host_left = budget.host - sum(n.host for n in others)
     raise MemoryRefused(_refusal(entries[worst], forms[worst] or list(entries[worst].needs(shape)), shape, budget,
                                  device_left, host_left))
 
 
-def describe(chosen: Need, forms: Sequence[Need], step_seconds: float | None = None) -> str:
-    text = f"{chosen.form}, {gb(chosen.held)} kept + {gb(chosen.transient)} per call on the device"
+def describe(chosen: Need, forms: Sequence[Need], activations: int = 0, step_seconds: float | None = None) -> str:
+    text = f"{chosen.form}, {gb(chosen.held)} kept + {gb(chosen.transient)} inside a block"
+    if chosen.between:
+        beyond = max(0, chosen.between - activations)
+        text += (f" + {gb(chosen.between)} between blocks ("
+                 + (f"{gb(beyond)} beyond" if beyond else "within") + " ComfyUI's activation estimate)")
     if chosen.host:
         text += f", {gb(chosen.host)} in host memory"
     if chosen.moved:
@@ -243,7 +256,7 @@ def describe(chosen: Need, forms: Sequence[Need], step_seconds: float | None = N
         against = f" against ~{step_seconds:.1f} s of compute per step" if step_seconds else ""
         text += f" (moves {gb(chosen.moved)} per step: ~{copy:.1f} s{against}, estimated)"
     if forms and chosen is not forms[0]:
-        text += f"; {forms[0].form} form needs {gb(forms[0].device)}, over the budget"
+        text += f"; {forms[0].form} form needs {gb(forms[0].device(activations))}, over the budget"
     if chosen.note:
         text += f"; {chosen.note}"
     return text
@@ -251,10 +264,10 @@ def describe(chosen: Need, forms: Sequence[Need], step_seconds: float | None = N
 
 def _refusal(entry: Entry, forms: Sequence[Need], shape: RunShape, budget: Budget, device_left: int,
              host_left: int) -> str:
-    least = min(forms, key=lambda n: n.device)
+    least = min(forms, key=lambda n: n.device(budget.activations))
     others = "" if device_left == budget.device else f" (of {gb(budget.device)}; the other nodes use the rest)"
     text = (f"{entry.node}: not enough memory to run at {shape.image_tokens} image tokens x {shape.rows} batch rows: "
-            f"it needs {gb(least.device)} of extra device memory ({least.form} form"
+            f"it needs {gb(least.device(budget.activations))} of extra device memory ({least.form} form"
             f"{f', plus {gb(least.host)} of host memory' if least.host else ''}); {gb(max(device_left, 0))} is free "
             f"for it{others}, {budget.source}")
     if least.host > host_left:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from ..adapters import HOOK_ATTENTION, HOOK_BLOCK_REPLACE
 from ..comfy_patch import attach, set_attention_override, set_block_patches
-from ..memory import CHUNKED, DEVICE, HOST, MODEL_DTYPE, NONE, ModelDims, Need, RunShape
+from ..memory import DEVICE
 from ..run_context import BlockMarker, BlockSite, ConfiguredMethod, RunContext
 from ..settings.resolve import Request, at_apply
 from . import engine
@@ -179,59 +179,14 @@ def _merge_text_keys(q: torch.Tensor, k_txt: torch.Tensor, v_txt: torch.Tensor,
     return w_img * image_part.out.float() + (1 - w_img) * out_txt
 
 
-def memory_needs(config: SparseAttentionConfig, dims: ModelDims, shape: RunShape) -> tuple[Need, ...]:
-    """Per call: the tiled copies of q, k, v and the output; with the skipped-block estimate (PISA, or
-    `estimate_skipped`), two float32 (tokens x key blocks) score tensors per head and the padded
-    float32 queries twice. Re-ttention keeps, per sparse block and conditioning set, a float32
-    residual of the attention output and a per-query ratio."""
-    if not dims.sparse_runs:
-        return (Need(NONE, note="attention stays dense on this device (no CUDA + Triton)"),)
-    if shape.image_tokens < config.min_tokens:
-        return (Need(NONE, note=f"attention stays dense under {config.min_tokens} image tokens"),)
-    rows, n, width, heads = shape.rows, shape.image_tokens, dims.width, dims.heads
-    block_q, block_k = config.query_tile**2, config.key_tile**2
-    padded = -(-n // block_q) * block_q
-    key_blocks = -(-n // block_k)
-    base = 4 * rows * n * width * dims.compute_itemsize
-    if config.method == "rettention":
-        sites = max(dims.blocks - config.dense_blocks, 0)
-        ratio = sites * rows * heads * n * 4
-        residual = sites * rows * n * width
-        forms = [Need(DEVICE, held=ratio + 4 * residual, transient=base)]
-        if dims.compute_itemsize < 4:
-            forms.append(Need(MODEL_DTYPE, held=ratio + dims.compute_itemsize * residual, transient=base,
-                              note="residual in the model's dtype"))
-        one_site = (ratio + dims.compute_itemsize * residual) // max(sites, 1)
-        forms.append(Need(HOST, transient=base + one_site, host=ratio + dims.compute_itemsize * residual,
-                          moved=ratio + dims.compute_itemsize * residual, note="residual in host memory"))
-        return tuple(forms)
-    if config.method != "pisa" and not config.estimate_skipped:
-        return (Need(DEVICE, transient=base),)
-    queries = rows * padded * width * 4
-    scores = rows * heads * padded * key_blocks * 4
-    chunk_rows = engine.estimate_chunk(width // heads, block_q, block_k) * block_q
-    chunk_scores = rows * heads * min(chunk_rows, padded) * key_blocks * 4
-    return (Need(DEVICE, transient=base + 2 * queries + 2 * scores),
-            Need(CHUNKED, transient=base + 2 * queries + 2 * chunk_scores,
-                 note=f"skipped-block estimate {chunk_rows} queries at a time"))
-
-
-def memory_hints(config: SparseAttentionConfig) -> list[tuple[str, SparseAttentionConfig]]:
-    if config.method == "rettention":
-        return [("method 'draft'", replace(config, method="draft"))]
-    if config.method != "pisa" and config.estimate_skipped:
-        return [("estimate_skipped off", replace(config, estimate_skipped=False))]
-    return []
-
-
 def apply_sparse_attention(model: Any, config: SparseAttentionConfig | Request) -> Any:
     config, request = at_apply(config, model, NODE)
 
     def new_state(c: SparseAttentionConfig, run: RunContext) -> SparseRunState:
         return SparseRunState(c, form=run.form(KEY))
 
-    method = ConfiguredMethod(KEY, config, new_state, request, node=NODE, memory=memory_needs,
-                              memory_hints=memory_hints)
+    method = ConfiguredMethod(KEY, config, new_state, request, node=NODE, memory=engine.memory_needs,
+                              memory_hints=engine.memory_hints)
     m, adapter = attach(model, method, NEEDS, name=NODE)
     set_block_patches(m, adapter, KEY, block_hook())
     set_attention_override(m, KEY, attention_hook())

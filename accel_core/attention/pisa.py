@@ -76,17 +76,24 @@ def add_estimate(q: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, selectio
     nkb = stats.k_mean.shape[-2]
     nqb = n_blocks(n, block_q)
     kept = block_mask(selection.kv_index, selection.kv_count, nkb).unsqueeze(-2)  # (B, H, nQb, 1, nKb)
-    qf = torch.nn.functional.pad(q.float(), (0, 0, 0, nqb * block_q - n))
     step = chunk_blocks if 0 < chunk_blocks < nqb else nqb
-    parts = []
+    merged = merged_lse = None
     for first in range(0, nqb, step):
         last = min(first + step, nqb)
         rows = slice(first * block_q, min(last * block_q, n))
-        parts.append(_estimate_rows(qf[..., first * block_q: last * block_q, :], out[..., rows, :], lse[..., rows],
-                                    kept[:, :, first:last], stats, block_q))
-    if len(parts) == 1:
-        return parts[0]
-    return torch.cat([p[0] for p in parts], dim=-2), torch.cat([p[1] for p in parts], dim=-1)
+        # the chunk's queries in float32, padded to whole blocks (only the last chunk has padding)
+        pad = (last - first) * block_q - (rows.stop - rows.start)
+        qf = torch.nn.functional.pad(q[..., rows, :].float(), (0, 0, 0, pad))
+        part, part_lse = _estimate_rows(qf, out[..., rows, :], lse[..., rows], kept[:, :, first:last], stats, block_q)
+        del qf
+        if step == nqb:
+            return part, part_lse
+        if merged is None:
+            merged, merged_lse = out.new_empty(out.shape), lse.new_empty(lse.shape, dtype=part_lse.dtype)
+        merged[..., rows, :] = part
+        merged_lse[..., rows] = part_lse
+        del part, part_lse
+    return merged, merged_lse
 
 
 def _estimate_rows(qf: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, kept: torch.Tensor, stats: BlockStats,

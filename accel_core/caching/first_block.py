@@ -202,9 +202,9 @@ def _gated_needs(first_copies: int, last_copies: int, dims: ModelDims, shape: Ru
     first = shape.hidden(dims, _first_tokens(dims, shape))
     last = shape.hidden(dims, shape.stack_tokens(dims))
     kept = shape.streams * (first_copies * first + last_copies * last)
-    transient = shape.rows * (first + 2 * last)
-    return (Need(DEVICE, held=kept, transient=transient),
-            Need(HOST, transient=transient + first_copies * first + last_copies * last, host=kept, moved=kept,
+    work = shape.rows * (first + 2 * last)  # after the first block and after the last: between blocks
+    return (Need(DEVICE, held=kept, between=work),
+            Need(HOST, between=work + first_copies * first + last_copies * last, host=kept, moved=kept,
                  note=f"{what} in host memory"))
 
 

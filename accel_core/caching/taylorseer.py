@@ -274,11 +274,14 @@ def memory_needs(config: TaylorSeerConfig, dims: ModelDims, shape: RunShape) -> 
     table = shape.streams * count * copies * feature
     itemsize = 4 if config.granularity == OUTPUT else dims.hidden_itemsize
     probes = 3 * 4 * -(-feature // itemsize // PROBE_STRIDE) if config.threshold > 0 else 0
-    whole = feature if count == 1 else feature * shape.streams  # a module's forecast joins its streams
-    transient = max(copies, 2) * feature + (shape.streams * feature if count == 1 else whole)
-    return (Need(DEVICE, held=table + probes, transient=transient),
-            Need(HOST, held=probes, transient=transient + copies * feature, host=table, moved=table,
-                 note="forecast tables in host memory"))
+    if count == 1:  # around the stack (after the last block, or the whole forward): between blocks
+        work = dict(between=max(copies, 2) * feature + shape.streams * feature)
+        moved_in = dict(between=work["between"] + copies * feature)
+    else:  # a module's forecast, inside its block, joined over the streams
+        work = dict(transient=max(copies, 2) * feature + shape.streams * feature)
+        moved_in = dict(transient=work["transient"] + copies * feature)
+    return (Need(DEVICE, held=table + probes, **work),
+            Need(HOST, held=probes, host=table, moved=table, note="forecast tables in host memory", **moved_in))
 
 
 

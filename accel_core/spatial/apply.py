@@ -25,7 +25,7 @@ from ..comfy_patch import (
     set_block_patches,
     transformer_options,
 )
-from ..memory import DEVICE, HOST, ModelDims, Need, RunShape, Storage
+from ..memory import HOST, Storage
 from ..report import RAN_SUBSET
 from ..run_context import BlockMarker, BlockSite, ConfiguredMethod, RunContext
 from ..settings.resolve import Request, at_apply
@@ -234,36 +234,10 @@ def _ras_state(config: ras.RASConfig, run: RunContext) -> ras.RASState:
                         storage=Storage(run.form(ras.KEY) == HOST))
 
 
-def keys_values_bytes(dims: ModelDims, shape: RunShape) -> int:
-    """Every block's image self-attention keys and values, for every row of a call."""
-    sites = sum(lst.blocks * lst.self_attention for lst in dims.lists)
-    return sites * 2 * shape.rows * shape.image_tokens * dims.width * dims.compute_itemsize
-
-
-def _context_forms(kept: int, transient: int, dims: ModelDims, shape: RunShape) -> tuple[Need, ...]:
-    """The key / value cache on the device, or in host memory (one block's moved in per call)."""
-    kv = keys_values_bytes(dims, shape)
-    one_block = 2 * shape.rows * shape.image_tokens * dims.width * dims.compute_itemsize
-    return (Need(DEVICE, held=kept + kv, transient=transient),
-            Need(HOST, held=kept, transient=transient + one_block, host=kv, moved=kv,
-                 note="keys and values in host memory"))
-
-
-def ras_memory_needs(config: ras.RASConfig, dims: ModelDims, shape: RunShape) -> tuple[Need, ...]:
-    """The last block's output and every block's keys and values per call row; the ranking's
-    per-token figures (float32) and chosen indices (int64) per sample. A call gathers the chosen
-    tokens and scatters the block's output into a whole-image tensor."""
-    keep = ras.keep_count(shape.image_tokens, config.sample_ratio)
-    small = shape.batch * (8 * shape.image_tokens + 8 * keep)
-    kept = shape.hidden(dims, rows=shape.rows) + small
-    transient = shape.hidden(dims, rows=shape.rows) + shape.hidden(dims, tokens=keep, rows=shape.rows)
-    return _context_forms(kept, transient, dims, shape)
-
-
 def apply_ras(model: Any, config: ras.RASConfig | Request) -> Any:
     check_family(adapter_for(model.get_model_object("diffusion_model"), method=RAS_NODE), RAS_NODE)
     config, request = at_apply(config, model, RAS_NODE)
-    method = ConfiguredMethod(ras.KEY, config, _ras_state, request, node=RAS_NODE, memory=ras_memory_needs)
+    method = ConfiguredMethod(ras.KEY, config, _ras_state, request, node=RAS_NODE, memory=ras.memory_needs)
     m, adapter = attach(model, method, NEEDS, name=RAS_NODE)
     check_family(adapter, RAS_NODE)
     refuse_both(m, RAS_NODE)
@@ -373,20 +347,10 @@ def _jit_state(config: jit.JiTConfig, run: RunContext) -> jit.JiTState:
                         storage=Storage(run.form(jit.KEY) == HOST))
 
 
-def jit_memory_needs(config: jit.JiTConfig, dims: ModelDims, shape: RunShape) -> tuple[Need, ...]:
-    """The run's noise, the last velocity and clean-image estimate (float32 latents) and four
-    per-token masks per sample; with `full_context`, every block's keys and values per call row."""
-    kept = shape.batch * (3 * 4 * shape.latent_values + 4 * shape.image_tokens)
-    transient = 2 * shape.hidden(dims, rows=shape.rows)
-    if not config.full_context:
-        return (Need(DEVICE, held=kept, transient=transient),)
-    return _context_forms(kept, transient, dims, shape)
-
-
 def apply_jit(model: Any, config: jit.JiTConfig | Request) -> Any:
     check_family(adapter_for(model.get_model_object("diffusion_model"), method=JIT_NODE), JIT_NODE)
     config, request = at_apply(config, model, JIT_NODE)
-    method = ConfiguredMethod(jit.KEY, config, _jit_state, request, node=JIT_NODE, memory=jit_memory_needs,
+    method = ConfiguredMethod(jit.KEY, config, _jit_state, request, node=JIT_NODE, memory=jit.memory_needs,
                               memory_hints=lambda c: [("full_context off", replace(c, full_context=False))]
                               if c.full_context else [])
     m, adapter = attach(model, method, NEEDS, name=JIT_NODE)

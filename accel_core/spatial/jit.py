@@ -29,9 +29,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..memory import ON_DEVICE, Storage
+from ..memory import DEVICE, ON_DEVICE, ModelDims, Need, RunShape, Storage
 from ..quoting import quoted
-from .tokens import as_video, per_token
+from .tokens import as_video, context_forms, per_token
 
 KEY = "ditaccel.jit"
 INTERPOLATE = ("clean", "velocity")
@@ -256,3 +256,13 @@ class JiTState:
         if bool(self.mask.all()):
             return None
         return self.mask
+
+
+def memory_needs(config: JiTConfig, dims: ModelDims, shape: RunShape) -> tuple[Need, ...]:
+    """The run's noise, the last velocity and clean-image estimate (float32 latents) and four
+    per-token masks per sample; with `full_context`, every block's keys and values per call row."""
+    kept = shape.batch * (3 * 4 * shape.latent_values + 4 * shape.image_tokens)
+    between = 2 * shape.hidden(dims, rows=shape.rows)  # the gathered anchors and the scattered output
+    if not config.full_context:
+        return (Need(DEVICE, held=kept, between=between),)
+    return context_forms(kept, between, dims, shape)

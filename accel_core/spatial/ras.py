@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from ..memory import ON_DEVICE, Storage
-from .tokens import as_video, channel_spread, per_token
+from ..memory import ON_DEVICE, ModelDims, Need, RunShape, Storage
+from .tokens import as_video, channel_spread, context_forms, per_token
 
 KEY = "ditaccel.ras"
 METRICS = ("std", "l2norm")
@@ -170,3 +170,14 @@ class RASState:
             self.drop_count += dropped.float()
             self.chosen_step = step
         return self.chosen
+
+
+def memory_needs(config: RASConfig, dims: ModelDims, shape: RunShape) -> tuple[Need, ...]:
+    """The last block's output and every block's keys and values per call row; the ranking's
+    per-token figures (float32) and chosen indices (int64) per sample. A call gathers the chosen
+    tokens and scatters the block's output into a whole-image tensor."""
+    keep = keep_count(shape.image_tokens, config.sample_ratio)
+    small = shape.batch * (8 * shape.image_tokens + 8 * keep)
+    kept = shape.hidden(dims, rows=shape.rows) + small
+    between = shape.hidden(dims, rows=shape.rows) + shape.hidden(dims, tokens=keep, rows=shape.rows)
+    return context_forms(kept, between, dims, shape)

@@ -8,6 +8,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..memory import DEVICE, HOST, ModelDims, Need, RunShape
+
 
 def rows_for_call(per_sample: torch.Tensor, chunks: int) -> torch.Tensor:
     """The subset of each batch row of a call that stacks `chunks` conditionings of the same samples."""
@@ -69,3 +71,18 @@ def grid_of(shape: tuple[int, ...], patch: tuple[int, int, int]) -> tuple[int, i
     t = shape[2] if len(shape) == 5 else 1
     h, w = shape[-2:]
     return math.ceil(t / patch[0]), math.ceil(h / patch[1]), math.ceil(w / patch[2])
+
+
+def keys_values_bytes(dims: ModelDims, shape: RunShape) -> int:
+    """Every block's image self-attention keys and values, for every row of a call."""
+    sites = sum(lst.blocks * lst.self_attention for lst in dims.lists)
+    return sites * 2 * shape.rows * shape.image_tokens * dims.width * dims.compute_itemsize
+
+
+def context_forms(kept: int, between: int, dims: ModelDims, shape: RunShape) -> tuple[Need, ...]:
+    """The key / value cache on the device, or in host memory (one block's moved in per call)."""
+    kv = keys_values_bytes(dims, shape)
+    one_block = 2 * shape.rows * shape.image_tokens * dims.width * dims.compute_itemsize
+    return (Need(DEVICE, held=kept + kv, between=between),
+            Need(HOST, held=kept, transient=one_block, between=between, host=kv, moved=kv,
+                 note="keys and values in host memory"))

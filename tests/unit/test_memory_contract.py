@@ -10,8 +10,8 @@ import torch
 from comfyui_ditaccel.accel_core import memory
 from comfyui_ditaccel.accel_core.adapters import WAN21
 from comfyui_ditaccel.accel_core.attention import engine, pisa
-from comfyui_ditaccel.accel_core.attention.apply import memory_needs as sparse_needs
 from comfyui_ditaccel.accel_core.attention.config import SparseAttentionConfig
+from comfyui_ditaccel.accel_core.attention.engine import memory_needs as sparse_needs
 from comfyui_ditaccel.accel_core.attention.layout import TileLayout
 from comfyui_ditaccel.accel_core.attention.selection import Selection
 from comfyui_ditaccel.accel_core.caching.apply import apply_cg_taylor, apply_first_block_cache, apply_taylorseer
@@ -122,30 +122,40 @@ def _estimate_inputs(n_side: int, heads: int = 2, head_dim: int = 128, rows: int
     return layout, q, out, lse, Selection(index, count), stats
 
 
-@pytest.mark.parametrize("form", [memory.DEVICE, memory.CHUNKED])
-def test_estimate_transient_formula_matches_the_allocations(form):
-    config = SparseAttentionConfig(method="draft", estimate_skipped=True, min_tokens=1)
-    dims = memory.ModelDims("probe", (memory.ListDims(4),), width=256, heads=2, hidden_itemsize=4, compute_itemsize=4)
+@pytest.mark.parametrize("chunked", [False, True])
+def test_estimate_transient_formula_matches_the_allocations(chunked):
     for side in (96, 112, 128):  # 9216, 12544 and 16384 tokens: the scores outgrow the queries
         layout, q, out, lse, selection, stats = _estimate_inputs(side)
-        chunk = engine.estimate_chunk(q.shape[-1], layout.block_q, layout.block_k) if form == memory.CHUNKED else 0
+        rows, heads, n, head_dim = q.shape
+        nqb = -(-n // layout.block_q)
+        chunk = engine.estimate_chunk(head_dim, layout.block_q, layout.block_k) if chunked else 0
         with LiveBytes(q, out, lse, *vars(stats).values(), selection.kv_index, selection.kv_count) as probe:
             result = pisa.add_estimate(q, out, lse, selection, stats, layout.block_q, chunk)
         del result
-        shape = memory.RunShape(image_tokens=layout.tokens, text_tokens=0, batch=1, streams=2,
-                                latent_values=layout.tokens)
-        needs = {n.form: n for n in sparse_needs(config, dims, shape)}
-        # the formula also counts the tiled copies of q, k, v and the output the engine makes around it
-        base = 4 * shape.rows * shape.image_tokens * dims.width * dims.compute_itemsize
-        formula = needs[form].transient - base
-        assert abs(formula - probe.peak) <= TOLERANCE * probe.peak, (form, side, formula, probe.peak)
+        query_rows = (chunk if chunked else nqb) * layout.block_q
+        formula = engine.estimate_bytes(rows, heads, query_rows, -(-n // layout.block_k), head_dim,
+                                        n if chunked else 0, out.element_size())
+        assert abs(formula - probe.peak) <= TOLERANCE * probe.peak, (chunked, side, formula, probe.peak)
+
+
+def test_chunked_form_runs_groups_of_heads_into_the_same_attention():
+    config = SparseAttentionConfig(method="draft", density=0.25, estimate_skipped=True, min_tokens=1)
+    layout = TileLayout((1, 64, 64), config.query_tile, config.key_tile)
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(2, 16, layout.tokens, 64, generator=g) for _ in range(3))
+    whole = engine.sparse_attention(q, k, v, layout, config, 10, engine.SiteState())
+    parts = engine.sparse_attention(q, k, v, layout, config, 10, engine.SiteState(), memory.CHUNKED)
+    assert engine.head_group(16) == 2
+    torch.testing.assert_close(parts.out, whole.out, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(parts.lse, whole.lse, rtol=1e-4, atol=1e-4)
+    assert parts.kept == pytest.approx(whole.kept)
 
 
 def test_chunked_estimate_matches_the_whole_one():
     layout, q, out, lse, selection, stats = _estimate_inputs(128)
     whole = pisa.add_estimate(q, out, lse, selection, stats, layout.block_q)
     chunk = engine.estimate_chunk(q.shape[-1], layout.block_q, layout.block_k)
-    assert chunk < -(-layout.tokens // layout.block_q)  # it does cut
+    assert chunk < -(-layout.tokens // layout.block_q)  # it does cut: the last chunk is a part one
     parts = pisa.add_estimate(q, out, lse, selection, stats, layout.block_q, chunk)
     torch.testing.assert_close(parts[0], whole[0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(parts[1], whole[1], rtol=1e-5, atol=1e-5)
@@ -230,3 +240,19 @@ def test_budget_sizes_parse(text, expected):
 def test_a_bad_budget_names_the_variable():
     with pytest.raises(ValueError, match="DITACCEL_DEVICE_MEMORY='lots'"):
         memory.parse_bytes("lots", memory.DEVICE_ENV)
+
+
+def test_the_memory_table_in_the_docs_is_what_the_tool_prints_now():
+    from tools import REPO
+    from tools.benchmarks import memory_table
+
+    page = memory_table.page()
+    assert (REPO / "docs" / "results" / "memory.md").read_text() == page, \
+        "regenerate: .venv/bin/python -m tools.benchmarks.memory_table --out docs/results/memory.md"
+    # every node at its defaults fits at every size listed, in some form, or the table shows the refusal
+    rows = [line for line in page.splitlines() if line.startswith("| ") and "DiTAccel" in line]
+    assert len(rows) == len(memory_table.SIZES) * len(memory_table.NODES)
+    for row in rows:
+        form = row.rstrip(" |").rsplit("|", 1)[1].strip()
+        assert form.startswith(("device", "host memory", "model dtype", "chunked", "refused: not enough memory",
+                                "not supported", "keeps nothing")), row

@@ -145,9 +145,9 @@ def test_per_site_state_is_kept_per_conditioning_not_per_label(wan, monkeypatch)
         current[:] = [tuple(str(u) for u in kwargs["transformer_options"]["uuids"])]
         return real_call(config_, ctx, marker, q, k, v, heads, kwargs)
 
-    def engine_call(q, k, v, layout, cfg, step, state):
+    def engine_call(q, k, v, layout, cfg, step, state, form):
         uuids_per_state.setdefault(id(state), set()).add(current[0])
-        return real_engine(q, k, v, layout, cfg, step, state)
+        return real_engine(q, k, v, layout, cfg, step, state, form)
 
     monkeypatch.setattr(sparse_apply, "_sparse_call", call)
     monkeypatch.setattr(sparse_apply.engine, "sparse_attention", engine_call)

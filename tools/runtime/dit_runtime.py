@@ -238,17 +238,19 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float, log: Path | No
 @contextlib.contextmanager
 def running_server(port: int | None = None, cache_none: bool = True, log: Path | None = None,
                    extra: list[str] | None = None, timeout: float = 180.0,
-                   started: Callable[[subprocess.Popen], None] | None = None) -> Iterator[str]:
+                   started: Callable[[subprocess.Popen], None] | None = None,
+                   env: dict[str, str] | None = None) -> Iterator[str]:
     """Start the prepared ComfyUI headless in the background; yield its URL; stop it afterwards.
 
-    `started` gets the server process once it answers (the benchmarks read its memory).
+    `started` gets the server process once it answers (the benchmarks read its memory); `env`: variables
+    added to the server's environment (e.g. DITACCEL_DEVICE_MEMORY).
     """
     lay = prepare()
     port = port or free_port()
     if not port_free(port):
         raise RuntimeProblem(f"port {port} is already in use: pick another (PORT=N / --port N)")
     log = log or (lay.base_dir / f"server-{port}.log")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     with open(log, "w") as fh:
         proc = subprocess.Popen(server_command(lay, port, cache_none, extra), cwd=lay.code_root,
                                 stdout=fh, stderr=subprocess.STDOUT, env=env)
