@@ -120,6 +120,7 @@ def _outer_sample_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
         ctx.forms = {key: need.form for key, need in plan.chosen.items()}
         ctx.memory_extra = plan.extra
         record.memory = tuple(plan.lines)
+        record.memory_held = plan.held
         for key, method in table.methods.items():
             ctx.states[key] = method.new_run_state(ctx)
         record.methods = tuple(ctx.labels.get(key, m.label) for key, m in table.methods.items())
@@ -144,16 +145,19 @@ def _outer_sample_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
 ASSUMED_DEVICE_FLOPS = 150e12
 
 
-def run_shape(adapter: ModelAdapter, noise: torch.Tensor, conds: dict, cfg: float | None) -> memory.RunShape:
+def run_shape(adapter: ModelAdapter, noise: torch.Tensor, conds: dict, cfg: float | None,
+              extra_streams: int = 0) -> memory.RunShape:
     """The run as memory sees it: tokens from the latent and the conditionings, one stream per conditioning
-    entry (the negative ones drop out at CFG 1, which ComfyUI then skips)."""
+    entry (the negative ones drop out at CFG 1, which ComfyUI then skips), plus `extra_streams` per
+    positive entry (a method's extra passes, e.g. SoftPAG's perturbed one)."""
     entries = {k: v for k, v in (conds or {}).items()
                if isinstance(v, list) and not (k == "negative" and cfg is not None and abs(cfg - 1.0) < 1e-9)}
     text = [c["cross_attn"].shape[1] for v in entries.values() for c in v
             if isinstance(c, dict) and isinstance(c.get("cross_attn"), torch.Tensor) and c["cross_attn"].dim() == 3]
     shape = tuple(noise.shape)
     return memory.RunShape(image_tokens=adapter.image_tokens(shape), text_tokens=max(text, default=0),
-                           batch=shape[0], streams=max(1, sum(len(v) for v in entries.values())),
+                           batch=shape[0], streams=max(1, sum(len(v) for v in entries.values())
+                                                       + extra_streams * len(entries.get("positive", []))),
                            latent_values=int(torch.Size(shape[1:]).numel()))
 
 
@@ -167,7 +171,8 @@ def _memory_plan(guider: Any, table: MethodTable, ctx: RunContext, diffusion_mod
     patcher = guider.model_patcher
     device = torch.device(patcher.load_device)
     dims = memory.model_dims(ctx.adapter, diffusion_model, sparse_runs=device.type == "cuda" and triton_ready())
-    shape = run_shape(ctx.adapter, noise, getattr(guider, "conds", {}), getattr(guider, "cfg", None))
+    shape = run_shape(ctx.adapter, noise, getattr(guider, "conds", {}), getattr(guider, "cfg", None),
+                      sum(getattr(m, "extra_streams", 0) for m in methods))
     def forms(method: Any, config: Any) -> Callable[[memory.RunShape], Any]:
         return lambda s: method.memory(config, dims, s)
 

@@ -188,6 +188,11 @@ class Plan:
 
     extra: int = 0  # device bytes the chosen forms need beside ComfyUI's activation estimate
 
+    @property
+    def held(self) -> int:
+        """Bytes the chosen forms keep across steps, on the device and in host memory."""
+        return sum(n.held + n.host for n in self.chosen.values())
+
     def form(self, key: str) -> str:
         need = self.chosen.get(key)
         return need.form if need is not None else DEVICE

@@ -86,6 +86,7 @@ class RunRecord:
     variant: str = ""  # the model variant the run's settings were chosen for, and why
     settings: tuple[str, ...] = ()  # per node: preset, resolved settings and their source
     memory: tuple[str, ...] = ()  # per node: the memory form the run's plan chose, and what it holds
+    memory_held: int = 0  # what the plan's formulas say the methods keep across steps (device and host)
     state_peak_bytes: int = 0  # the most the methods' per-run state held at the end of any step
 
     def steps(self) -> list[StepSummary]:

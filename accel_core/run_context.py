@@ -46,6 +46,9 @@ class ConfiguredMethod:
     memory: NeedsFn | None = None  # its forms and their extra memory (None: it keeps no tensors)
     # settings that need less memory, for a refusal's message: config -> ((what to set, config), ...)
     memory_hints: Callable[[Any], Sequence[tuple[str, Any]]] | None = None
+    # conditioning entries the method adds per positive entry, each a stream of its own for the other
+    # methods' per-stream state (SoftPAG's perturbed pass)
+    extra_streams: int = 0
 
     @property
     def label(self) -> str:

@@ -87,7 +87,8 @@ def apply_softpag(model: Any, config: softpag.SoftPAGConfig) -> Any:
         heads, source = auto_heads(model, adapter)
         config = replace(config, heads=heads)
         described = Described(NODE, "heads auto", source)
-    method = ConfiguredMethod(softpag.KEY, config, lambda c, run: None, described)
+    method = ConfiguredMethod(softpag.KEY, config, lambda c, run: None, described, node=NODE,
+                              memory=softpag.memory_needs, extra_streams=1)
     m, adapter = attach(model, method, NEEDS, name=NODE)
     selection = selection_for(m, adapter, config.heads)
     set_block_patches(m, adapter, softpag.KEY, softpag.block_hook(),

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..memory import DEVICE, ModelDims, Need, RunShape
 from ..run_context import BlockHook, BlockMarker, BlockSite, RunContext
 from .head_spec import HeadSelection, parse
 
@@ -123,6 +124,17 @@ def attention_hook() -> Callable[..., torch.Tensor]:
 def perturbed_conds(cond: list[dict]) -> list[dict]:
     """The cond entries under a stream id of their own, so per-stream caches never mix the passes."""
     return [{**c, "uuid": uuid.uuid5(PERTURBED_STREAM, str(c.get("uuid")))} for c in cond]
+
+
+def memory_needs(config: SoftPAGConfig, dims: ModelDims, shape: RunShape) -> tuple[Need, ...]:
+    """The perturbed pass runs the cond entries once more (within ComfyUI's estimate, which sizes a call
+    for cond and uncond together); inside a perturbed block, mixing the chosen heads makes three
+    attention-output-sized tensors; after it, the perturbed prediction and the guidance term (float32
+    latents). Nothing is kept across steps. Its conditioning entries are streams of their own for the
+    other methods' per-stream state (`extra_streams`)."""
+    tokens = shape.image_tokens + shape.text_tokens
+    return (Need(DEVICE, transient=3 * shape.batch * tokens * dims.width * dims.compute_itemsize,
+                 between=2 * shape.batch * shape.latent_values * 4),)
 
 
 def in_window(config: SoftPAGConfig, ctx: RunContext | None) -> bool:

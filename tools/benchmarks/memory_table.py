@@ -18,6 +18,7 @@ from comfyui_ditaccel.accel_core import memory
 from comfyui_ditaccel.accel_core.adapters import UnsupportedModelError
 from comfyui_ditaccel.accel_core.attention.engine import memory_needs as sparse_needs
 from comfyui_ditaccel.accel_core.caching import first_block, taylorseer
+from comfyui_ditaccel.accel_core.guidance import softpag
 from comfyui_ditaccel.accel_core.settings import records
 from comfyui_ditaccel.accel_core.settings.resolve import Request
 from comfyui_ditaccel.accel_core.settings.variants import NAMES, Variant
@@ -25,6 +26,7 @@ from comfyui_ditaccel.accel_core.spatial import jit, ras
 
 from tools import REPO
 
+SOFTPAG = "softpag"  # no presets: its defaults (heads auto) at any variant
 HOST_MEMORY = 64 * 10**9  # a workstation's RAM, for the host-memory form
 STEPS = 30  # memory does not depend on the step count; the records want one
 
@@ -97,6 +99,7 @@ NODES = (
     ("DiTAccelSparseAttention draft", records.SPARSE, {"method": "draft"}, None),
     ("DiTAccelSparseAttention pisa", records.SPARSE, {"method": "pisa"}, None),
     ("DiTAccelSparseAttention rettention", records.SPARSE, {"method": "rettention"}, None),
+    ("DiTAccelSoftPAG", SOFTPAG, {}, None),
 )
 
 
@@ -121,6 +124,11 @@ def cell(node: str, method: str, inputs: dict, families: tuple[str, ...] | None,
     if families is not None and model.family not in families:
         return "-", "not supported on this family"
     variant = Variant(model.family, model.key, NAMES[model.key], "record")
+    if method == SOFTPAG:
+        config = softpag.SoftPAGConfig(softpag.AUTO)
+        forms = softpag.memory_needs(config, model.dims, shape)
+        written = f"{memory.gb(forms[0].held + forms[0].transient)} + {memory.gb(forms[0].between)}"
+        return written, f"device: {memory.gb(forms[0].device(activations))} (its pass is a stream of its own)"
     try:
         config = Request(method, "balanced", {k: v for k, v in inputs.items() if k != "full_context"}).resolve(
             variant, STEPS).config
