@@ -170,7 +170,10 @@ def _memory_plan(guider: Any, table: MethodTable, ctx: RunContext, diffusion_mod
 
     patcher = guider.model_patcher
     device = torch.device(patcher.load_device)
-    dims = memory.model_dims(ctx.adapter, diffusion_model, sparse_runs=device.type == "cuda" and triton_ready())
+    base_model = patcher.model
+    dtype = getattr(base_model, "manual_cast_dtype", None) or base_model.get_dtype()
+    dims = memory.model_dims(ctx.adapter, diffusion_model, sparse_runs=device.type == "cuda" and triton_ready(),
+                             compute_itemsize=torch.empty((), dtype=dtype).element_size())
     shape = run_shape(ctx.adapter, noise, getattr(guider, "conds", {}), getattr(guider, "cfg", None),
                       sum(getattr(m, "extra_streams", 0) for m in methods))
     def forms(method: Any, config: Any) -> Callable[[memory.RunShape], Any]:

@@ -298,8 +298,11 @@ def _tokens_that_fit(entry: Entry, shape: RunShape, budget: Budget, device_left:
     return lo
 
 
-def model_dims(adapter: ModelAdapter, diffusion_model: torch.nn.Module, sparse_runs: bool) -> ModelDims:
-    """Dims of a loaded model, from its adapter record and its modules."""
+def model_dims(adapter: ModelAdapter, diffusion_model: torch.nn.Module, sparse_runs: bool,
+               compute_itemsize: int | None = None) -> ModelDims:
+    """Dims of a loaded model, from its adapter record and its modules; `compute_itemsize`: bytes per
+    value of the dtype it computes in, where that is not its weights' (ComfyUI's manual cast: bf16 or
+    fp8 weights computed in float32 on the CPU)."""
     lists, width = [], 0
     for spec in adapter.block_lists:
         blocks = getattr(diffusion_model, spec.attr, ())
@@ -308,7 +311,7 @@ def model_dims(adapter: ModelAdapter, diffusion_model: torch.nn.Module, sparse_r
             width = stream_width(blocks[0], spec)
     params = list(diffusion_model.parameters())
     weight = sum(p.numel() * p.element_size() for p in params)
-    itemsize = max((p.element_size() for p in params if p.dim() == 2), default=4)
+    itemsize = compute_itemsize or max((p.element_size() for p in params if p.dim() == 2), default=4)
     return ModelDims(name=adapter.display_name, lists=tuple(lists), width=width,
                      heads=adapter.num_heads(diffusion_model),
                      hidden_itemsize=4 if adapter.stream_float32 else itemsize, compute_itemsize=itemsize,

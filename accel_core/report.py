@@ -132,11 +132,11 @@ class RunRecord:
             f"sampling {self.seconds:.2f} s, transformer {transformer_s:.2f} s",
             *([f"model: {self.variant}"] if self.variant else []),
             *(f"settings: {line}" for line in self.settings),
-            *(f"memory: {line}" for line in self.memory),
             f"methods: {', '.join(self.methods) if self.methods else 'none (recording only)'}",
             f"transformer FLOPs run: {100.0 * self.flops_share:.1f} % of full "
             f"({run / 1e9:.3f} / {full / 1e9:.3f} GFLOP)",
             f"method state held: {self.state_bytes / 2**20:.2f} MiB",
+            *(f"memory: {line}" for line in self.memory),
             "",
             f"{'step':>4}  {'sigma':>8}  {'ran':<18} {'skipped':<28} {'gate err':>8}  {'GFLOP run/full':>16}  "
             f"{'ms':>8}",
