@@ -50,6 +50,13 @@ class ListDims:
     joint_tokens: bool = False  # the list's hidden state carries the text tokens too
     modules: int = 0  # wrapped output modules per block (attention, cross-attention, MLP)
     self_attention: int = 1  # image self-attention sites per block (where a K/V cache applies)
+    # the list's last block hands on the text stream too (a double-stream list ending the stack, e.g.
+    # a one-list model): the stack's output then has the text tokens, whether joint or apart
+    text_out: bool = False
+
+    @property
+    def carries_text(self) -> bool:
+        return self.joint_tokens or self.text_out
 
 
 @dataclass(frozen=True)
@@ -108,7 +115,7 @@ class RunShape:
 
     def stack_tokens(self, dims: ModelDims) -> int:
         """Tokens of the block stack's output (joint lists carry the text as well)."""
-        return self.image_tokens + (self.text_tokens if dims.last.joint_tokens else 0)
+        return self.image_tokens + (self.text_tokens if dims.last.carries_text else 0)
 
 
 @dataclass(frozen=True)
@@ -306,7 +313,8 @@ def model_dims(adapter: ModelAdapter, diffusion_model: torch.nn.Module, sparse_r
     lists, width = [], 0
     for spec in adapter.block_lists:
         blocks = getattr(diffusion_model, spec.attr, ())
-        lists.append(ListDims(len(blocks), spec.joint_tokens, len(spec.output_modules), spec.attention.count("self")))
+        lists.append(ListDims(len(blocks), spec.joint_tokens, len(spec.output_modules), spec.attention.count("self"),
+                              text_out=len(spec.output_keys) > 1))
         if len(blocks) and not width:
             width = stream_width(blocks[0], spec)
     params = list(diffusion_model.parameters())

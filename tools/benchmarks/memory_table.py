@@ -47,7 +47,7 @@ class RealModel:
         return int(2 * batch * cells * 2 * 0.01 * self.comfy_factor * 2**20)
 
 
-def _lists(*lists: tuple[int, bool, int, int]) -> tuple[memory.ListDims, ...]:
+def _lists(*lists: tuple) -> tuple[memory.ListDims, ...]:
     return tuple(memory.ListDims(*lst) for lst in lists)
 
 
@@ -70,8 +70,9 @@ MODELS = (
                                int(12.8e9 * 2)),
               1, 256, "HunyuanVideo config: 20 double + 40 single blocks, hidden 3072, 24 heads; embedded guidance",
               comfy_factor=1.8),
-    RealModel("qwen-image", "qwen_image", memory.ModelDims(NAMES["qwen-image"], _lists((60, False, 0, 0)), 3072, 24,
-                                                           2, 2, int(20.4e9 * 2)),
+    # its last block drops the text stream (the head reads the image only)
+    RealModel("qwen-image", "qwen_image", memory.ModelDims(NAMES["qwen-image"], _lists((60, False, 0, 0, False)),
+                                                           3072, 24, 2, 2, int(20.4e9 * 2)),
               2, 256, "Qwen-Image transformer config: 60 layers, 24 heads of 128", comfy_factor=1.8),
 )
 
