@@ -4,8 +4,15 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 PORT ?= 8188
 TORCH := torch==2.14.1 torchvision==0.29.1
+# The newest ComfyUI (a source snapshot beside the repository, ../shared/comfyui/) in a second environment:
+# it imports torchaudio, whose newest release needs torch 2.11 (a CUDA build from PyPI; it runs on the CPU)
+NEWEST_TAR := $(wildcard ../shared/comfyui/ComfyUI-0.33.0.tar.gz)
+NEWEST_DIR := .comfy-newest/ComfyUI-0.33.0
+NVENV := .venv-newest
+NPY := $(NVENV)/bin/python
+NEWEST_TORCH := torch==2.11.0 torchaudio==2.11.0 torchvision==0.26.0
 
-.PHONY: venv prepare test unit integration demo serve lint clean
+.PHONY: venv prepare test unit integration test-newest demo serve lint clean
 
 $(VENV)/.installed: requirements-dev.txt requirements.txt
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +33,32 @@ lint: venv
 
 test: prepare lint
 	$(VPY) -m pytest tests --durations=20
+	$(MAKE) test-newest
+
+$(NEWEST_DIR)/main.py: $(NEWEST_TAR)
+	mkdir -p .comfy-newest
+	tar -xzf $(NEWEST_TAR) -C .comfy-newest
+	touch $@
+
+$(NVENV)/.installed: $(NEWEST_DIR)/main.py requirements-dev.txt
+	test -x $(NPY) || $(PYTHON) -m venv $(NVENV)
+	$(NPY) -m pip install -q --upgrade pip
+	$(NPY) -m pip install -q $(NEWEST_TORCH)
+	printf '%s\n' $(NEWEST_TORCH) > $(NVENV)/pins.txt
+	$(NPY) -m pip install -q -r $(NEWEST_DIR)/requirements.txt -c $(NVENV)/pins.txt
+	$(NPY) -m pip install -q pytest pytest-timeout websocket-client playwright -c $(NVENV)/pins.txt
+	touch $@
+
+# the server tests again on the newest ComfyUI, and the browser tests in its web UI (headless Chromium:
+# Debian's chromium package, driven by Playwright); skipped, and said so, without the snapshot
+test-newest:
+ifeq ($(NEWEST_TAR),)
+	@echo "test-newest: skipped, ../shared/comfyui/ComfyUI-0.33.0.tar.gz is not there (the newest-ComfyUI leg)"
+else
+	$(MAKE) $(NVENV)/.installed
+	COMFYUI_PATH=$(abspath $(NEWEST_DIR)) $(NPY) -m tools.runtime prepare
+	COMFYUI_PATH=$(abspath $(NEWEST_DIR)) $(NPY) -m pytest tests/integration tests/browser --durations=10
+endif
 
 unit: prepare
 	$(VPY) -m pytest tests/unit
@@ -36,8 +69,14 @@ integration: prepare
 demo: prepare
 	$(VPY) -m tools.runtime demo
 
+# ComfyUI as a user runs it: its web UI (the newest ComfyUI's environment has the frontend package), its cache on
 serve: prepare
+ifeq ($(NEWEST_TAR),)
 	$(VPY) -m tools.runtime serve --port $(PORT)
+else
+	$(MAKE) $(NVENV)/.installed
+	COMFYUI_PATH=$(abspath $(NEWEST_DIR)) $(NPY) -m tools.runtime serve --port $(PORT)
+endif
 
 clean:
-	rm -rf .comfy out
+	rm -rf .comfy .comfy-newest out

@@ -7,6 +7,9 @@ stay importable without ComfyUI (for unit tests and tools).
 
 from typing import Any
 
+# the frontend extension that shows DiTAccelReport's table on the node (web/js/report.js)
+WEB_DIRECTORY = "./web"
+
 
 async def comfy_entrypoint() -> Any:
     from .nodes import DiTAccelExtension

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..accel_core.comfy_patch import attach, report_holder
 from ..accel_core.report import render_plot
@@ -65,7 +65,9 @@ class DiTAccelReport(io.ComfyNode):
         else:
             summary = record.summary()
         plot = torch.from_numpy(render_plot(record)).unsqueeze(0)
-        return io.NodeOutput(summary, plot, ui={"text": [summary]})
+        # the plot as a preview on the node (a temp file, as PreviewImage); the text through web/js/report.js
+        preview = ui.PreviewImage(plot, cls=cls).as_dict()
+        return io.NodeOutput(summary, plot, ui={"text": [summary], **preview})
 
 
 NODES = [DiTAccelRecord, DiTAccelReport]

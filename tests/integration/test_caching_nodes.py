@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from graphs import add_report, insert_model_node, set_steps
+from graphs import add_report, insert_model_node, report_plots, set_steps
 
 from tools.runtime import dit_runtime
 from tools.runtime.comfy_client import ComfyError, PromptRejected, decode_png
@@ -83,8 +83,8 @@ def test_interrupted_prompt_leaves_the_next_one_unchanged(client, baseline_promp
 def test_example_workflow_runs_the_method(client, name, node):
     prompt = json.loads((dit_runtime.REPO / "workflows" / "api" / f"{name}.json").read_text())  # as shipped
     result = client.run(prompt)
-    shapes = sorted(decode_png(b).shape for b in result.images)  # SaveImage and the report's plot preview
-    assert shapes == [(256, 256, 3), (384, 768, 3)]
+    assert [decode_png(b).shape for b in result.images] == [(256, 256, 3)]  # what SaveImage saved
+    assert report_plots(client, result) == [(384, 768, 3)]  # the plot, previewed on the report node
     text = result.node_output("50")["text"][0]
     assert f"methods: {node}(" in text
     assert "transformer FLOPs run: 100.0 %" not in text  # the balanced preset skips work at 28 steps

@@ -64,6 +64,10 @@ def test_serve_answers():
                 assert proc.poll() is None, "serve exited"
                 assert time.monotonic() < deadline, "serve did not answer"
                 time.sleep(0.5)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
+            page = r.read().decode()
+        # where ComfyUI's frontend package is installed (the newest-ComfyUI environment), serve shows its UI
+        assert ("<title>ComfyUI</title>" in page) == dit_runtime.frontend_installed(), page[:200]
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -33,7 +33,9 @@ def test_object_info_lists_our_nodes_with_a_tooltip_on_every_input(object_info):
 def test_baseline_graph_gives_an_image_with_progress_events(client, baseline_prompt):
     result = client.run(baseline_prompt)
     progress = result.progress_events()
-    assert [e["data"]["value"] for e in progress] == list(range(1, 29))
+    values = [e["data"]["value"] for e in progress]
+    # 0.3.75 sends every step; newer ComfyUI sends the first and the last and at most one per 100 ms between
+    assert values[0] == 1 and values[-1] == 28 and values == sorted(set(values)), values
     assert all(e["data"]["max"] == 28 for e in progress)
     assert len(result.images) == 1
     image = decode_png(result.images[0])

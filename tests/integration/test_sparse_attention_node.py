@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from graphs import add_report, insert_model_node, set_steps
+from graphs import add_report, insert_model_node, report_plots, set_steps
 
 from tools.runtime import dit_runtime
 from tools.runtime.comfy_client import PromptRejected, decode_png
@@ -81,7 +81,7 @@ def test_example_workflow_runs_sparse_attention(client):
     prompt = json.loads((dit_runtime.REPO / "workflows" / "api" / "sparse_attention.json").read_text())
     prompt = set_steps(prompt, 6)  # as shipped but shorter: two sparse steps after the four dense ones
     result = client.run(prompt)
-    shapes = sorted(decode_png(b).shape for b in result.images)
-    assert shapes == [(384, 768, 3), (1024, 1024, 3)]
+    assert [decode_png(b).shape for b in result.images] == [(1024, 1024, 3)]  # what SaveImage saved
+    assert report_plots(client, result) == [(384, 768, 3)]  # the plot, previewed on the report node
     text = result.node_output("50")["text"][0]
     assert "sparse (draft, torch)" in text and "transformer FLOPs run: 100.0 %" not in text

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from graphs import LOADER, add_report, insert_model_node, set_steps
+from graphs import LOADER, add_report, insert_model_node, report_plots, set_steps
 
 from tools.runtime import dit_runtime
 from tools.runtime.comfy_client import ExecutionFailed, PromptRejected, decode_png
@@ -82,7 +82,7 @@ def test_an_unsupported_family_fails_before_sampling_naming_what_is_supported(cl
 def test_example_workflows_run_the_method(client, name, method):
     prompt = json.loads((dit_runtime.REPO / "workflows" / "api" / f"{name}.json").read_text())  # as shipped
     result = client.run(prompt)
-    shapes = sorted(decode_png(b).shape for b in result.images)  # SaveImage and the report's plot preview
-    assert shapes == [(256, 256, 3), (384, 768, 3)]
+    assert [decode_png(b).shape for b in result.images] == [(256, 256, 3)]  # what SaveImage saved
+    assert report_plots(client, result) == [(384, 768, 3)]  # the plot, previewed on the report node
     text = result.node_output("50")["text"][0]
     assert f"methods: {method}(" in text and "subset" in text

@@ -21,6 +21,15 @@ def add_report(prompt: dict, node_id: str = "50", model_from: str | None = None)
     return prompt
 
 
+def report_plots(client: Any, result: Any, node_id: str = "50") -> list[tuple[int, ...]]:
+    """Shapes of the plots the report node previews on itself (temp files, not saved images)."""
+    from tools.runtime.comfy_client import decode_png
+
+    images = result.node_output(node_id).get("images", [])
+    assert all(img["type"] == "temp" for img in images), images
+    return [decode_png(client.view(img)).shape for img in images]
+
+
 def set_steps(prompt: dict, steps: int) -> dict:
     prompt[SAMPLER]["inputs"]["steps"] = steps
     return prompt

@@ -223,8 +223,7 @@ def run_group(client: ComfyClient, group: list[Job], timeout: float) -> None:
                 del waiting[job.prompt_id]
                 if kind == "execution_success":
                     entry = client.finished_entry(job.prompt_id)
-                    job.images = [client.view(img) for out in entry.get("outputs", {}).values()
-                                  for img in out.get("images", [])]
+                    job.images = client.saved_images(entry.get("outputs", {}))
                     job.outcome = job.outcome or "ok"
                 elif kind == "execution_interrupted":
                     job.outcome = job.outcome or "interrupted"

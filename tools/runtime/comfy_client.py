@@ -146,8 +146,14 @@ class ComfyClient:
             ws.close()
         entry = self.finished_entry(prompt_id)
         outputs = entry.get("outputs", {})
-        images = [self.view(img) for out in outputs.values() for img in out.get("images", [])]
+        images = self.saved_images(outputs)
         return RunResult(prompt_id, events, outputs, seconds, images)
+
+    def saved_images(self, outputs: dict[str, Any]) -> list[bytes]:
+        """The images a prompt saved (SaveImage), in node order; previews (the report's plot, PreviewImage)
+        are temp files and not among them."""
+        return [self.view(img) for out in outputs.values() for img in out.get("images", [])
+                if img.get("type", "output") == "output"]
 
     def finished_entry(self, prompt_id: str) -> dict[str, Any]:
         """/history can lag the websocket's execution_success by a moment."""

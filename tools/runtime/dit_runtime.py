@@ -210,11 +210,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def server_command(lay: ComfyLayout, port: int, cache_none: bool = True, extra: list[str] | None = None) -> list[str]:
+def frontend_installed() -> bool:
+    """ComfyUI's web UI (the comfyui-frontend-package its requirements pin) is importable here."""
+    import importlib.util
+
+    return importlib.util.find_spec("comfyui_frontend_package") is not None
+
+
+def server_command(lay: ComfyLayout, port: int, cache_none: bool = True, extra: list[str] | None = None,
+                   ui: bool = False) -> list[str]:
+    """The server's command line. Tests and benchmarks: headless, a stub page, an in-memory database, and
+    --cache-none (else ComfyUI answers a repeated prompt from its cache). `ui`: as a user runs it, with its
+    own web UI where the frontend package is installed, its database and its cache."""
     cmd = [sys.executable, str(lay.code_root / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-           "--base-directory", str(lay.base_dir), "--front-end-root", str(lay.base_dir / "frontend"),
-           "--database-url", "sqlite:///:memory:", "--disable-auto-launch", "--dont-print-server",
-           "--preview-method", "none"]
+           "--base-directory", str(lay.base_dir), "--disable-auto-launch", "--preview-method", "none"]
+    if not (ui and frontend_installed()):
+        cmd += ["--front-end-root", str(lay.base_dir / "frontend")]
+    if not ui:
+        cmd += ["--database-url", "sqlite:///:memory:", "--dont-print-server"]
     if cache_none:
         cmd.append("--cache-none")
     return cmd + (extra or [])
@@ -239,7 +252,7 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float, log: Path | No
 def running_server(port: int | None = None, cache_none: bool = True, log: Path | None = None,
                    extra: list[str] | None = None, timeout: float = 180.0,
                    started: Callable[[subprocess.Popen], None] | None = None,
-                   env: dict[str, str] | None = None) -> Iterator[str]:
+                   env: dict[str, str] | None = None, ui: bool = False) -> Iterator[str]:
     """Start the prepared ComfyUI headless in the background; yield its URL; stop it afterwards.
 
     `started` gets the server process once it answers (the benchmarks read its memory); `env`: variables
@@ -252,7 +265,7 @@ def running_server(port: int | None = None, cache_none: bool = True, log: Path |
     log = log or (lay.base_dir / f"server-{port}.log")
     env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     with open(log, "w") as fh:
-        proc = subprocess.Popen(server_command(lay, port, cache_none, extra), cwd=lay.code_root,
+        proc = subprocess.Popen(server_command(lay, port, cache_none, extra, ui=ui), cwd=lay.code_root,
                                 stdout=fh, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -273,8 +286,13 @@ def serve(port: int) -> int:
     lay = prepare()
     if not port_free(port):
         raise RuntimeProblem(f"port {port} is already in use: pick another (make serve PORT=N)")
-    print(f"[dit_runtime] ComfyUI on http://127.0.0.1:{port} (Ctrl-C stops it)", flush=True)
-    cmd = [c for c in server_command(lay, port) if c != "--dont-print-server"]
+    if frontend_installed():
+        print(f"[dit_runtime] ComfyUI on http://127.0.0.1:{port} (Ctrl-C stops it)", flush=True)
+    else:
+        print(f"[dit_runtime] ComfyUI's API on http://127.0.0.1:{port}, without its web UI: this environment lacks "
+              f"comfyui-frontend-package (`make serve` uses the newest-ComfyUI environment, which has it, when "
+              f"../shared/comfyui/ is there). Ctrl-C stops it.", flush=True)
+    cmd = server_command(lay, port, cache_none=False, ui=True)
     # the server takes this process's place, so whatever stops it (Ctrl-C, a terminate) stops the server:
     # a child process would outlive a terminated parent and keep the port
     os.chdir(lay.code_root)
