@@ -192,17 +192,12 @@ class Entry:
 class Plan:
     chosen: dict[str, Need] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
-
     extra: int = 0  # device bytes the chosen forms need beside ComfyUI's activation estimate
 
     @property
     def held(self) -> int:
         """Bytes the chosen forms keep across steps, on the device and in host memory."""
         return sum(n.held + n.host for n in self.chosen.values())
-
-    def form(self, key: str) -> str:
-        need = self.chosen.get(key)
-        return need.form if need is not None else DEVICE
 
 
 def _fits(need: Need, device_left: int, host_left: int, budget: Budget) -> bool:

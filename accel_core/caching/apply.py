@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -99,6 +98,5 @@ def apply_cg_taylor(model: Any, config: first_block.CGTaylorConfig | Request) ->
     config, request = at_apply(config, model, node)
     method = ConfiguredMethod(first_block.CGTAYLOR_KEY, config, _cgtaylor_state, request, node=node,
                               memory=first_block.cgtaylor_memory_needs,
-                              memory_hints=lambda c: [("order 0 and first_block_order 0",
-                                                       replace(c, order=0, first_block_order=0))])
+                              memory_hints=first_block.cgtaylor_memory_hints)
     return _apply(model, method, first_block.gated_block_hook(first_block.CGTAYLOR_KEY), node)

@@ -212,6 +212,10 @@ def fbcache_memory_needs(config: FirstBlockCacheConfig, dims: ModelDims, shape: 
     return _gated_needs(1, 1, dims, shape, "cached residuals")
 
 
+def cgtaylor_memory_hints(config: CGTaylorConfig) -> list[tuple[str, CGTaylorConfig]]:
+    return [("order 0 and first_block_order 0", replace(config, order=0, first_block_order=0))]
+
+
 def cgtaylor_memory_needs(config: CGTaylorConfig, dims: ModelDims, shape: RunShape) -> tuple[Need, ...]:
     return _gated_needs(config.first_block_order + 1, config.order + 1, dims, shape, "forecast tables")
 

@@ -284,8 +284,6 @@ def memory_needs(config: TaylorSeerConfig, dims: ModelDims, shape: RunShape) -> 
             Need(HOST, held=probes, host=table, moved=table, note="forecast tables in host memory", **moved_in))
 
 
-
-
 def memory_hints(config: TaylorSeerConfig) -> list[tuple[str, TaylorSeerConfig]]:
     hints = []
     if config.granularity != OUTPUT:

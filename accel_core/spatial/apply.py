@@ -10,7 +10,7 @@ sampler integrates: RAS ranks tokens from it, JiT rewrites the tokens it did not
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -351,8 +351,7 @@ def apply_jit(model: Any, config: jit.JiTConfig | Request) -> Any:
     check_family(adapter_for(model.get_model_object("diffusion_model"), method=JIT_NODE), JIT_NODE)
     config, request = at_apply(config, model, JIT_NODE)
     method = ConfiguredMethod(jit.KEY, config, _jit_state, request, node=JIT_NODE, memory=jit.memory_needs,
-                              memory_hints=lambda c: [("full_context off", replace(c, full_context=False))]
-                              if c.full_context else [])
+                              memory_hints=jit.memory_hints)
     m, adapter = attach(model, method, NEEDS, name=JIT_NODE)
     check_family(adapter, JIT_NODE)
     refuse_both(m, JIT_NODE)

@@ -23,7 +23,7 @@ the sampler's; `tools/benchmarks/bench_spatial.py` measures both at the same ste
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -256,6 +256,10 @@ class JiTState:
         if bool(self.mask.all()):
             return None
         return self.mask
+
+
+def memory_hints(config: JiTConfig) -> list[tuple[str, JiTConfig]]:
+    return [("full_context off", replace(config, full_context=False))] if config.full_context else []
 
 
 def memory_needs(config: JiTConfig, dims: ModelDims, shape: RunShape) -> tuple[Need, ...]:

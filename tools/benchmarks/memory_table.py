@@ -16,7 +16,7 @@ from pathlib import Path
 
 from comfyui_ditaccel.accel_core import memory
 from comfyui_ditaccel.accel_core.adapters import UnsupportedModelError
-from comfyui_ditaccel.accel_core.attention.engine import memory_needs as sparse_needs
+from comfyui_ditaccel.accel_core.attention import engine
 from comfyui_ditaccel.accel_core.caching import first_block, taylorseer
 from comfyui_ditaccel.accel_core.guidance import softpag
 from comfyui_ditaccel.accel_core.settings import records
@@ -104,20 +104,15 @@ NODES = (
 )
 
 
-def _needs(method: str, config: object, model: RealModel) -> memory.NeedsFn:
-    if method == records.TAYLORSEER:
-        config = config.resolved(True, model.family)
-        return lambda s: taylorseer.memory_needs(config, model.dims, s), taylorseer.memory_hints(config), \
-            taylorseer.memory_needs
-    table = {records.CG_TAYLOR: first_block.cgtaylor_memory_needs, records.FBCACHE: first_block.fbcache_memory_needs,
-             records.RAS: ras.memory_needs, records.JIT: jit.memory_needs, records.SPARSE: sparse_needs}
-    fn = table[method]
-    hints = []
-    if method == records.JIT and config.full_context:
-        hints = [("full_context off", replace(config, full_context=False))]
-    if method == records.SPARSE and config.method == "rettention":
-        hints = [("method 'draft'", replace(config, method="draft"))]
-    return lambda s: fn(config, model.dims, s), hints, fn
+# per records method: its forms and the settings that need less memory (the nodes' own functions)
+MEMORY = {
+    records.TAYLORSEER: (taylorseer.memory_needs, taylorseer.memory_hints),
+    records.CG_TAYLOR: (first_block.cgtaylor_memory_needs, first_block.cgtaylor_memory_hints),
+    records.FBCACHE: (first_block.fbcache_memory_needs, lambda c: []),
+    records.RAS: (ras.memory_needs, lambda c: []),
+    records.JIT: (jit.memory_needs, jit.memory_hints),
+    records.SPARSE: (engine.memory_needs, engine.memory_hints),
+}
 
 
 def cell(node: str, method: str, inputs: dict, families: tuple[str, ...] | None, model: RealModel,
@@ -137,9 +132,15 @@ def cell(node: str, method: str, inputs: dict, families: tuple[str, ...] | None,
         return "-", "no settings record"
     if "full_context" in inputs:
         config = replace(config, full_context=inputs["full_context"])
-    forms, hints, fn = _needs(method, config, model)
+    if method == records.TAYLORSEER:
+        config = config.resolved(True, model.family)
+    fn, hints = MEMORY[method]
+
+    def forms(shape: memory.RunShape, c: object = config) -> tuple[memory.Need, ...]:
+        return fn(c, model.dims, shape)
+
     entry = memory.Entry(method, node.split()[0], forms,
-                         [(text, lambda s, c=c: fn(c, model.dims, s)) for text, c in hints])
+                         [(text, lambda s, c=c: fn(c, model.dims, s)) for text, c in hints(config)])
     first = forms(shape)[0]
     budget = memory.Budget(model.dims.budget_rule(), HOST_MEMORY, "the contract's budget", activations=activations,
                            host_relieves=True)
