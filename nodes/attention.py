@@ -11,6 +11,7 @@ from ..accel_core.attention.config import METHODS
 from ..accel_core.settings import records
 from ..accel_core.settings.resolve import Request
 from .inputs import ABSENT, AUTO, FAMILIES, auto_float, auto_int, preset_input, schema_error, window_error
+from .schema import node_schema
 
 CATEGORY = "DiTAccel/attention"
 METHOD_TIP = ("grat: static neighbourhood of each tile; pisa: exact top blocks + Taylor estimate of the rest; "
@@ -21,7 +22,7 @@ METHOD_TIP = ("grat: static neighbourhood of each tile; pisa: exact top blocks +
 class DiTAccelSparseAttention(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="DiTAccelSparseAttention",
             display_name="DiT Accel Sparse Attention",
             category=CATEGORY,

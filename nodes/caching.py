@@ -11,6 +11,7 @@ from ..accel_core.caching.taylorseer import GRANULARITIES
 from ..accel_core.settings import records
 from ..accel_core.settings.resolve import Request
 from .inputs import ABSENT, FAMILIES, auto_float, auto_int, preset_input, schema_error, window_error
+from .schema import node_schema
 
 CATEGORY = "DiTAccel/caching"
 
@@ -42,7 +43,7 @@ MODEL_TIP = f"The diffusion model ({FAMILIES}). Stacks with the other DiTAccel n
 class DiTAccelTaylorSeer(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="DiTAccelTaylorSeer",
             display_name="DiT Accel TaylorSeer",
             category=CATEGORY,
@@ -97,7 +98,7 @@ class GateNode(io.ComfyNode):
 class DiTAccelCGTaylor(GateNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="DiTAccelCGTaylor",
             display_name="DiT Accel CG-Taylor",
             category=CATEGORY,
@@ -125,7 +126,7 @@ class DiTAccelCGTaylor(GateNode):
 class DiTAccelFirstBlockCache(GateNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="DiTAccelFirstBlockCache",
             display_name="DiT Accel First Block Cache",
             category=CATEGORY,

@@ -12,6 +12,7 @@ from ..accel_core.guidance.apply import apply_softpag
 from ..accel_core.guidance.head_spec import HeadSpecError, parse
 from ..accel_core.guidance.softpag import AUTO, SoftPAGConfig
 from .inputs import ABSENT, FAMILIES, given, schema_error, window_error
+from .schema import node_schema
 
 CATEGORY = "DiTAccel/guidance"
 HEADS_TIP = ("Which attention heads to perturb: entries separated by ';', each [kind:]block:heads, 0-based; "
@@ -23,7 +24,7 @@ HEADS_TIP = ("Which attention heads to perturb: entries separated by ';', each [
 class DiTAccelSoftPAG(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="DiTAccelSoftPAG",
             display_name="DiT Accel SoftPAG",
             category=CATEGORY,
@@ -68,7 +69,7 @@ class DiTAccelSoftPAG(io.ComfyNode):
 class DiTAccelHeadHunter(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="DiTAccelHeadHunter",
             display_name="DiT Accel HeadHunter",
             category=CATEGORY,

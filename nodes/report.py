@@ -8,6 +8,7 @@ from comfy_api.latest import io, ui
 from ..accel_core.comfy_patch import attach, report_holder
 from ..accel_core.report import render_plot
 from .inputs import FAMILIES
+from .schema import node_schema
 
 CATEGORY = "DiTAccel"
 
@@ -15,7 +16,7 @@ CATEGORY = "DiTAccel"
 class DiTAccelRecord(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="DiTAccelRecord",
             display_name="DiT Accel Record",
             category=CATEGORY,
@@ -35,7 +36,7 @@ class DiTAccelRecord(io.ComfyNode):
 class DiTAccelReport(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="DiTAccelReport",
             display_name="DiT Accel Report",
             category=CATEGORY,

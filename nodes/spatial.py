@@ -12,6 +12,7 @@ from ..accel_core.spatial.apply import apply_jit, apply_ras
 from ..accel_core.spatial.jit import INTERPOLATE, JiTConfig, parse_fractions
 from ..accel_core.spatial.ras import METRICS
 from .inputs import ABSENT, auto_float, auto_int, given, preset_input, schema_error, window_error
+from .schema import node_schema
 
 CATEGORY = "DiTAccel/spatial"
 MODEL_TIP = "The diffusion model (Wan 2.1 / 2.2; other families are refused with a message). Stacks with the " \
@@ -22,7 +23,7 @@ RAS_METRIC = records.embedded_balanced(records.RAS)["metric"]  # every record us
 class DiTAccelRAS(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="DiTAccelRAS",
             display_name="DiT Accel RAS (Region-Adaptive Sampling)",
             category=CATEGORY,
@@ -98,7 +99,7 @@ def jit_inputs_error(stages: str | None, densities: str | None) -> str | None:
 class DiTAccelJiT(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return node_schema(
             node_id="DiTAccelJiT",
             display_name="DiT Accel JiT (Just-in-Time anchors)",
             category=CATEGORY,

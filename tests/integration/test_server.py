@@ -13,7 +13,7 @@ from tools.runtime.comfy_client import PromptRejected, decode_png
 from tools.workflows.workflow_ui import strip_meta, ui_to_api
 
 OUR_NODES = ("DiTAccelReport", "DiTAccelRecord", "DiTAccelTaylorSeer", "DiTAccelCGTaylor", "DiTAccelFirstBlockCache",
-             "DiTAccelSoftPAG", "DiTAccelHeadHunter", "DiTAccelSparseAttention")
+             "DiTAccelSoftPAG", "DiTAccelHeadHunter", "DiTAccelSparseAttention", "DiTAccelRAS", "DiTAccelJiT")
 
 
 def test_object_info_lists_our_nodes_with_a_tooltip_on_every_input(object_info):
@@ -28,6 +28,21 @@ def test_object_info_lists_our_nodes_with_a_tooltip_on_every_input(object_info):
     report = object_info["DiTAccelReport"]
     assert report["output"] == ["STRING", "IMAGE"]
     assert report["output_name"] == ["summary", "plot"]
+
+
+def test_search_aliases_reach_the_node_library_where_comfyui_has_them(object_info):
+    """0.33.0 lists search aliases for its own nodes and ours; 0.3.75 has no such field (and the pack's nodes
+    still register there: nodes/schema.py passes the aliases only where the schema takes them)."""
+    has_aliases = "search_aliases" in object_info["CLIPTextEncode"]
+    assert has_aliases == (dit_runtime.comfyui_version() >= (0, 33))
+    for node in OUR_NODES:
+        if has_aliases:
+            assert object_info[node]["search_aliases"], f"{node} has no search aliases"
+        else:
+            assert "search_aliases" not in object_info[node]
+    if has_aliases:
+        assert "fbcache" in object_info["DiTAccelFirstBlockCache"]["search_aliases"]
+        assert "pag" in object_info["DiTAccelSoftPAG"]["search_aliases"]
 
 
 def test_baseline_graph_gives_an_image_with_progress_events(client, baseline_prompt):

@@ -210,6 +210,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def comfyui_version() -> tuple[int, ...]:
+    """The version of the ComfyUI the servers run (its comfyui_version.py), e.g. (0, 3, 75)."""
+    text = (layout().code_root / "comfyui_version.py").read_text()
+    number = text.split("__version__", 1)[1].split("=", 1)[1].strip().split()[0].strip("\"'")
+    return tuple(int(part) for part in number.split("."))
+
+
 def frontend_installed() -> bool:
     """ComfyUI's web UI (the comfyui-frontend-package its requirements pin) is importable here."""
     import importlib.util
