@@ -12,7 +12,7 @@ NVENV := .venv-newest
 NPY := $(NVENV)/bin/python
 NEWEST_TORCH := torch==2.11.0 torchaudio==2.11.0 torchvision==0.26.0
 
-.PHONY: venv prepare test unit integration test-newest demo serve lint clean
+.PHONY: venv prepare test unit integration test-newest registry-check demo serve lint clean
 
 $(VENV)/.installed: requirements-dev.txt requirements.txt
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
@@ -31,9 +31,23 @@ lint: venv
 	$(VPY) -m ruff check .
 	$(VENV)/bin/vermin --no-tips --violations --eval-annotations -t=3.10- __init__.py nodes accel_core kernels
 
-test: prepare lint
+test: prepare lint registry-check
 	$(VPY) -m pytest tests --durations=20
 	$(MAKE) test-newest
+
+# the Comfy Registry's own validator (comfy-cli from PyPI, in an environment of its own) on pyproject.toml;
+# it prints problems as warnings and still exits 0, so any warning fails the check here
+RVENV := .venv-registry
+$(RVENV)/.installed:
+	test -x $(RVENV)/bin/python || $(PYTHON) -m venv $(RVENV)
+	$(RVENV)/bin/python -m pip install -q comfy-cli==1.23.0 ruff
+	touch $@
+
+registry-check: $(RVENV)/.installed
+	$(RVENV)/bin/comfy --skip-prompt --no-enable-telemetry node validate > $(RVENV)/validate.log 2>&1; \
+		status=$$?; cat $(RVENV)/validate.log; test $$status -eq 0
+	! grep -qi "warning\|error" $(RVENV)/validate.log
+	grep -q "passed successfully" $(RVENV)/validate.log
 
 $(NEWEST_DIR)/main.py: $(NEWEST_TAR)
 	mkdir -p .comfy-newest

@@ -11,7 +11,7 @@ from comfyui_ditaccel.accel_core.adapters import ADAPTERS, ALL_HOOKS, HOOK_MODEL
 import tools
 
 REPO = tools.REPO
-SKIP = {".venv", ".venv-newest", ".comfy", ".comfy-newest", ".git", "out", ".train", ".train_video"}
+SKIP = {".venv", ".venv-newest", ".venv-registry", ".comfy", ".comfy-newest", ".git", "out", ".train", ".train_video"}
 
 
 def python_files(root: Path) -> list[Path]:
