@@ -14,8 +14,8 @@ from comfy_api.latest import io
 
 # the node id -> the words a user searching the node library may type for it
 SEARCH_ALIASES: dict[str, tuple[str, ...]] = {
-    "DiTAccelTaylorSeer": ("taylorseer", "teacache", "cache", "feature cache", "forecast", "speed up"),
-    "DiTAccelCGTaylor": ("cg taylor", "confidence gated", "teacache", "magcache", "easycache", "cache", "speed up"),
+    "DiTAccelTaylorSeer": ("taylorseer", "feature forecast", "speed up"),
+    "DiTAccelCGTaylor": ("cg taylor", "confidence gated", "magcache", "easycache", "speed up"),
     "DiTAccelFirstBlockCache": ("fbcache", "first block cache", "teacache", "wavespeed", "cache", "speed up"),
     "DiTAccelRAS": ("ras", "region adaptive sampling", "token skip", "speed up"),
     "DiTAccelJiT": ("jit", "just in time", "anchor tokens", "token skip", "speed up"),

@@ -7,7 +7,9 @@ Run a tool as a module from the repository root, e.g. ``.venv/bin/python -m tool
   (``python -m tools.runtime prepare | serve | run | demo``).
 - ``tools.benchmarks``: every benchmark, sweep and matrix (``tools/benchmarks/README.md`` lists them).
 - ``tools.training``: the embedded models' data, detector, training scripts and loss logs.
-- ``tools.workflows``: the example graphs in ``workflows/`` (API files and their UI twins).
+- ``tools.workflows``: the example graphs in ``workflows/`` (API files, their UI twins, their titles).
+- ``tools.pictures``: the registry icon, the templates' thumbnails, the node help pages' pictures.
+- ``tools.docs``: the node help pages (``web/docs/``), written from the node schemas.
 
 Importing this package registers the pack under the name ``comfyui_ditaccel`` (the way ComfyUI
 imports it from ``custom_nodes/``) and takes the repository root off ``sys.path``: ``python -m`` and

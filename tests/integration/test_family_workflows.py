@@ -10,7 +10,7 @@ import json
 import pytest
 
 from tools.runtime import dit_runtime
-from tools.workflows import family_workflows
+from tools.workflows import catalog, family_workflows
 
 FILE_INPUTS = {"unet_name", "clip_name", "clip_name1", "clip_name2", "clip_name3", "clip_name4", "vae_name",
                "ckpt_name"}
@@ -20,7 +20,7 @@ def test_the_files_are_what_the_tool_writes():
     for name, graph in family_workflows.graphs().items():
         path = dit_runtime.REPO / "workflows" / "api" / f"{name}.json"
         assert json.loads(path.read_text()) == graph, f"{path.name} is stale: run tools/workflows/family_workflows.py"
-        assert (dit_runtime.REPO / "workflows" / f"{name}.json").is_file(), f"no UI file for {name}"
+        assert catalog.ui_file(name).is_file(), f"no UI file for {name}"
 
 
 def problems(graph: dict, object_info: dict) -> list[str]:

@@ -10,6 +10,7 @@ from graphs import LOADER, SAMPLER, add_report, insert_model_node, set_steps
 
 from tools.runtime import dit_runtime
 from tools.runtime.comfy_client import PromptRejected, decode_png
+from tools.workflows import catalog
 from tools.workflows.workflow_ui import strip_meta, ui_to_api
 
 OUR_NODES = ("DiTAccelReport", "DiTAccelRecord", "DiTAccelTaylorSeer", "DiTAccelCGTaylor", "DiTAccelFirstBlockCache",
@@ -105,13 +106,13 @@ def test_missing_required_input_is_rejected_before_running(client, baseline_prom
     assert "input 'latent'" in str(err.value)
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (dit_runtime.REPO / "workflows").glob("*.json")))
+@pytest.mark.parametrize("name", catalog.names())
 def test_ui_workflows_keep_a_slot_for_every_widget_linked_or_not(object_info, name):
     """The frontend reads widgets_values by position over every widget, a linked one included: a missing slot
     shifts every later value (SoftPAG fed by HeadHunter's heads once read scale 0 and start 1)."""
     from tools.workflows.workflow_ui import _inputs, _is_widget
 
-    for node in json.loads((dit_runtime.REPO / "workflows" / name).read_text())["nodes"]:
+    for node in json.loads(catalog.ui_file(name).read_text())["nodes"]:
         widgets = [opts for _, kind, opts in _inputs(object_info[node["type"]]) if _is_widget(kind, opts)]
         slots = sum(1 + bool(opts.get("control_after_generate")) for opts in widgets)
         assert len(node["widgets_values"]) == slots, (node["type"], node["widgets_values"])
@@ -119,10 +120,10 @@ def test_ui_workflows_keep_a_slot_for_every_widget_linked_or_not(object_info, na
         assert not node["type"].startswith("DiTAccel") or node.get("title") != node["type"], node["type"]
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (dit_runtime.REPO / "workflows" / "api").glob("*.json")))
+@pytest.mark.parametrize("name", catalog.names())
 def test_ui_workflow_is_the_api_workflow(object_info, name):
-    api = json.loads((dit_runtime.REPO / "workflows" / "api" / name).read_text())
-    ui = json.loads((dit_runtime.REPO / "workflows" / name).read_text())
+    api = json.loads((catalog.API_DIR / f"{name}.json").read_text())
+    ui = json.loads(catalog.ui_file(name).read_text())
     assert ui_to_api(ui, object_info) == strip_meta(api)
 
 
@@ -133,3 +134,16 @@ def test_partly_invalid_prompt_is_reported_not_silently_trimmed(client, baseline
         client.submit(prompt)
     assert err.value.status == 200
     assert "node 50 (DiTAccelReport) input 'latent'" in str(err.value)
+
+
+def test_node_help_pages_are_the_nodes_own_schemas(object_info):
+    """web/docs/<NodeId>.md (the frontend's help panel) is what tools/docs/node_help.py writes from the schemas
+    this server reports: a changed input, range or tooltip without its page fails here (rerun the tool)."""
+    from tools.docs import node_help
+
+    pages = node_help.pages(object_info)
+    assert set(pages) == {k for k in object_info if k.startswith("DiTAccel")}
+    for node, text in pages.items():
+        path = node_help.DOCS / f"{node}.md"
+        assert path.is_file() and path.read_text() == text, f"{path.name} is stale: run python -m tools.docs.node_help"
+        assert (node_help.DOCS / node_help.picture(node)).is_file(), f"no picture for {node}"

@@ -1,1 +1,2 @@
-"""The example graphs in ``workflows/``: the per-family API files and the UI twins of every API file."""
+"""The example graphs in ``workflows/``: the per-family API files, the UI twins of every API file and their
+readable titles (``catalog``)."""

@@ -175,7 +175,6 @@ def with_method(graph: dict, node: str, inputs: dict) -> dict:
     p["40"] = {"class_type": node, "inputs": {"model": p[SAMPLER]["inputs"]["model"], **inputs}}
     p[SAMPLER]["inputs"]["model"] = ["40", 0]
     p["50"] = {"class_type": "DiTAccelReport", "inputs": {"model": ["40", 0], "latent": [SAMPLER, 0]}}
-    p["51"] = {"class_type": "PreviewImage", "inputs": {"images": ["50", 1]}}
     return p
 
 

@@ -1,6 +1,8 @@
 """Convert API-format workflows to the UI format (drag into ComfyUI) and back.
 
-    python -m tools.workflows.workflow_ui        # regenerate workflows/<name>.json from workflows/api/<name>.json
+    python -m tools.workflows.workflow_ui        # regenerate workflows/<title>.json from workflows/api/<name>.json
+
+(the readable titles: tools/workflows/catalog.py)
 
 Widget order, combo detection and the seed's extra "control after generate" value follow
 the node schemas the running server reports at /object_info, so the files match what the
@@ -15,6 +17,7 @@ from typing import Any
 
 from tools.runtime.comfy_client import ComfyClient
 from tools.runtime.dit_runtime import REPO, running_server
+from tools.workflows import catalog
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
@@ -130,14 +133,13 @@ def strip_meta(prompt: dict) -> dict:
 
 
 def main() -> int:
-    api_dir = REPO / "workflows" / "api"
     with running_server() as url:
         info = ComfyClient(url).object_info()
-    for api_file in sorted(api_dir.glob("*.json")):
-        prompt = json.loads(api_file.read_text())
+    for name in catalog.names():
+        prompt = json.loads((catalog.API_DIR / f"{name}.json").read_text())
         ui = api_to_ui(prompt, info)
-        assert ui_to_api(ui, info) == strip_meta(prompt), f"round trip failed for {api_file.name}"
-        target = REPO / "workflows" / api_file.name
+        assert ui_to_api(ui, info) == strip_meta(prompt), f"round trip failed for {name}"
+        target = catalog.ui_file(name)
         target.write_text(json.dumps(ui, indent=1) + "\n")
         print(f"wrote {target.relative_to(REPO)}")
     return 0

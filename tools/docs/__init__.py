@@ -1,0 +1,1 @@
+"""Documentation writers: pages made from the nodes themselves (node help)."""
