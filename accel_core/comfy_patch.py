@@ -550,3 +550,39 @@ def sample_and_decode(model: ModelPatcher, positive: list, negative: list, laten
     if images.dim() == 5:  # video VAEs decode (B, T, H, W, C)
         images = images.reshape(-1, *images.shape[-3:])
     return images
+
+
+def sample_with_progress(model: ModelPatcher, positive: list, negative: list, latent: dict, seed: int, steps: int,
+                         cfg: float, sampler_name: str, scheduler: str) -> torch.Tensor:
+    """What KSampler computes, with its progress bar and preview: ComfyUI's progress hook also raises when
+    the user presses Cancel, so a long sampling inside a node stops like KSampler's."""
+    import comfy.sample
+    import latent_preview
+
+    latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
+    callback = latent_preview.prepare_callback(model, steps)
+    return comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
+                               noise_mask=latent.get("noise_mask"), callback=callback, seed=seed)
+
+
+def weights_and_patches(model: ModelPatcher) -> tuple[list[tuple[str, torch.Tensor]], str]:
+    """The diffusion model's named weights (as loaded, before patches) and a digest of the patches ComfyUI
+    applies on top (LoRAs: which weights, which strengths, sampled values of the patch tensors)."""
+    named = list(model.get_model_object("diffusion_model").state_dict().items())
+    parts = []
+    for key in sorted(model.patches):
+        for patch in model.patches[key]:
+            values = [t for t in _tensors(patch) if t.numel()]
+            sampled = [float(t.flatten()[:: max(1, t.numel() // 8)][:8].float().sum()) for t in values]
+            parts.append(f"{key}:{[p for p in patch if isinstance(p, (int, float))]}:{sampled}")
+    return named, "\n".join(parts)
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [t for o in obj for t in _tensors(o)]
+    weights = getattr(obj, "weights", None)  # newer ComfyUI wraps a LoRA's tensors in an adapter object
+    return _tensors(weights) if weights is not None else []

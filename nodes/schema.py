@@ -22,6 +22,8 @@ SEARCH_ALIASES: dict[str, tuple[str, ...]] = {
     "DiTAccelSoftPAG": ("pag", "perturbed attention guidance", "softpag", "guidance"),
     "DiTAccelHeadHunter": ("headhunter", "attention heads", "pag heads", "guidance"),
     "DiTAccelSparseAttention": ("sparse attention", "sage", "svg", "pisa", "grat", "attention", "speed up"),
+    "DiTAccelCalibrate": ("calibrate", "calibration", "profile", "magcache calibration", "measure"),
+    "DiTAccelLoadProfile": ("profile", "calibration", "load profile"),
     "DiTAccelRecord": ("report", "benchmark", "flops", "timing"),
     "DiTAccelReport": ("report", "benchmark", "flops", "timing", "speed up"),
 }

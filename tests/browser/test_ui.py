@@ -27,7 +27,8 @@ PACK = dit_runtime.PACK_LINK_NAME
 # the embedded model's graphs run from the Run button: the baseline and one per node group
 RUNNABLE = {"baseline": None, "taylorseer": "TaylorSeer", "ras": "RAS", "softpag": "SoftPAG",
             "sparse_attention": "SparseAttention", "headhunter": None}
-CATEGORIES = {"DiTAccel", "DiTAccel/caching", "DiTAccel/spatial", "DiTAccel/guidance", "DiTAccel/attention"}
+CATEGORIES = {"DiTAccel", "DiTAccel/caching", "DiTAccel/spatial", "DiTAccel/guidance", "DiTAccel/attention",
+              "DiTAccel/calibration"}
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +192,7 @@ def test_the_node_library_shows_the_pack_categories_and_its_templates_have_names
 def test_every_node_has_a_help_page_the_frontend_finds(page):
     nodes = page.evaluate("async () => Object.keys(await (await fetch('/object_info')).json())"
                           ".filter(k => k.startsWith('DiTAccel'))")
-    assert len(nodes) == 10
+    assert len(nodes) == 12
     for node in nodes:
         text = page.evaluate(f"async () => {{ const r = await fetch('/extensions/{PACK}/docs/{node}.md'); "
                              "return r.ok ? await r.text() : ''; }")

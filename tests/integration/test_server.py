@@ -14,7 +14,8 @@ from tools.workflows import catalog
 from tools.workflows.workflow_ui import strip_meta, ui_to_api
 
 OUR_NODES = ("DiTAccelReport", "DiTAccelRecord", "DiTAccelTaylorSeer", "DiTAccelCGTaylor", "DiTAccelFirstBlockCache",
-             "DiTAccelSoftPAG", "DiTAccelHeadHunter", "DiTAccelSparseAttention", "DiTAccelRAS", "DiTAccelJiT")
+             "DiTAccelSoftPAG", "DiTAccelHeadHunter", "DiTAccelSparseAttention", "DiTAccelRAS", "DiTAccelJiT",
+             "DiTAccelCalibrate", "DiTAccelLoadProfile")
 
 
 def test_object_info_lists_our_nodes_with_a_tooltip_on_every_input(object_info):

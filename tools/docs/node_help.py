@@ -65,6 +65,16 @@ HELP: dict[str, Help] = {
         "Thousands of image or video tokens, where attention is most of the work. Below a few thousand tokens "
         "the dense attention is faster. The Triton kernel needs a CUDA GPU; on the CPU a PyTorch path runs.",
         ALL_FAMILIES, "Full compute (left) and the sparse-attention graph (right)."),
+    "DiTAccelCalibrate": Help(
+        "Once per model, step count, sampler and size you use: it samples at full compute and measures how the "
+        "features move, so the pack's caching can be set from your model instead of published tables (fine-tunes, "
+        "LoRAs, distilled models). Put it where your KSampler is, with the same inputs. Not yet read by the "
+        "caching nodes: this release measures and saves.", ALL_FAMILIES + " One model call per step (euler, "
+        "dpmpp_2m, uni_pc, ...).", "The curves it measured on the embedded model (28 steps, euler)."),
+    "DiTAccelLoadProfile": Help(
+        "In a later graph: pick a profile DiT Accel Calibrate saved instead of calibrating again. The list is "
+        "the profiles folder (user/ditaccel/profiles/) when the page loaded; refresh the page after calibrating.",
+        ALL_FAMILIES, "What DiT Accel Calibrate measured (the profile it saved)."),
     "DiTAccelRecord": Help(
         "On a baseline graph (no DiTAccel node), so DiT Accel Report has steps to show and a baseline to compare "
         "with. The acceleration nodes record already.", ALL_FAMILIES,
@@ -77,7 +87,7 @@ HELP: dict[str, Help] = {
 
 
 # nodes whose page shows another node's picture (Record's work shows on the report)
-PICTURE_OF = {"DiTAccelRecord": "DiTAccelReport"}
+PICTURE_OF = {"DiTAccelRecord": "DiTAccelReport", "DiTAccelLoadProfile": "DiTAccelCalibrate"}
 
 
 def picture(node: str) -> str:
@@ -93,12 +103,18 @@ def _range(opts: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _input_rows(info: dict) -> list[str]:
+# combos whose options are what this machine holds (saved files): the page names them, not their list
+LISTED_FROM_DISK = {("DiTAccelLoadProfile", "profile_name"): "a profile saved in user/ditaccel/profiles/"}
+
+
+def _input_rows(node: str, info: dict) -> list[str]:
     rows = []
     for section in ("required", "optional"):
         for name, spec in info["input"].get(section, {}).items():
             kind, opts = spec[0], (spec[1] if len(spec) > 1 else {})
-            if isinstance(kind, list) or kind == "COMBO":
+            if (node, name) in LISTED_FROM_DISK:
+                kind, opts = LISTED_FROM_DISK[node, name], {"tooltip": opts.get("tooltip", "")}
+            elif isinstance(kind, list) or kind == "COMBO":
                 choices = kind if isinstance(kind, list) else opts.get("options", [])
                 # long lists are ComfyUI's own (samplers, schedulers) and differ between its versions
                 listed = ", ".join(f"`{c}`" for c in choices)
@@ -112,7 +128,8 @@ def render(node: str, info: dict) -> str:
     h = HELP[node]
     lines = [f"# {info['display_name']}", "", " ".join(info["description"].split()), "",
              "## When to use it", "", h.use, "", f"Works on: {h.models}", "",
-             "## Inputs", "", "| input | type | range | what it sets |", "|---|---|---|---|", *_input_rows(info), "",
+             "## Inputs", "", "| input | type | range | what it sets |", "|---|---|---|---|",
+             *_input_rows(node, info), "",
              "## Outputs", ""]
     tips = info.get("output_tooltips") or [""] * len(info["output"])
     for kind, name, tip in zip(info["output"], info["output_name"], tips, strict=True):

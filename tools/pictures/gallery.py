@@ -9,7 +9,8 @@ chromium drives it). Writes:
 - `workflows/<title>.jpg`: the embedded model's graphs, their own output (run through the API at the
   graph's settings); the real-family graphs, whose weights are not here, a screenshot of the graph.
 - `web/docs/pictures/<NodeId>.jpg`: full compute beside the node's demo graph at the same seed, the
-  report node after a run in the UI (DiTAccelReport, DiTAccelRecord).
+  report node after a run in the UI (DiTAccelReport, DiTAccelRecord), the curves DiTAccelCalibrate
+  measured (its plot).
 """
 
 from __future__ import annotations
@@ -87,6 +88,15 @@ def run_outputs(url: str, reuse: bool) -> dict[str, Image.Image]:
     return outputs
 
 
+def calibration_curves(url: str) -> Image.Image:
+    """The plot DiTAccelCalibrate previews for the calibrate graph (its PreviewImage, a temp file)."""
+    client = ComfyClient(url)
+    prompt = json.loads((catalog.API_DIR / "calibrate.json").read_text())
+    preview = next(k for k, v in prompt.items() if v["class_type"] == "PreviewImage")
+    image = client.run(prompt).node_output(preview)["images"][0]
+    return Image.open(io.BytesIO(client.view(image))).convert("RGB")
+
+
 def screenshots(url: str) -> tuple[dict[str, Image.Image], Image.Image]:
     """Each real-family graph as the UI draws it, and the TaylorSeer graph's report node after a run."""
     from playwright.sync_api import sync_playwright
@@ -130,6 +140,7 @@ def main(argv: list[str]) -> int:
     reuse = "--reuse" in argv
     with dit_runtime.running_server(ui=True) as url:
         outputs = run_outputs(url, reuse)
+        curves = calibration_curves(url)
         graphs, report = screenshots(url)
     for name in catalog.names():
         img = outputs.get(name) or graphs[name]
@@ -140,6 +151,7 @@ def main(argv: list[str]) -> int:
         label = catalog.title(name).split(" - ", 1)[1]
         save_jpeg(side_by_side(outputs["baseline"], outputs[name], ("full compute", label)), PICTURES / f"{node}.jpg")
     save_jpeg(report, PICTURES / "DiTAccelReport.jpg")
+    save_jpeg(curves, PICTURES / "DiTAccelCalibrate.jpg")
     return 0
 
 

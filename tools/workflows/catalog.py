@@ -26,6 +26,7 @@ _METHODS = {
     "ras": "RAS region-adaptive sampling",
     "jit": "JiT anchor tokens",
     "headhunter": "HeadHunter picks SoftPAG heads",
+    "calibrate": "Calibrate, measure the model once",
 }
 
 

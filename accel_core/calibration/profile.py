@@ -1,0 +1,208 @@
+"""A calibration profile: how one model's features move over one sampling setup, measured once.
+
+`DiTAccelCalibrate` samples at full compute and keeps, per step and per conditioning entry, a
+strided probe of three features: the model's output (what granularity `output` forecasts), the
+block stack's output (what `blocks` forecasts) and the first block's residual (what the first-block
+gates compare). From the probes it computes the curves a profile stores:
+
+- `output_change`, `stack_change`, `first_residual_change`: the relative L2 change of each feature
+  from the step before (NaN at step 0);
+- `forecast_error[order][gap - 1][step]`: the relative L2 error of a Taylor forecast of the output
+  at that step, of order 0, 1 or 2, from the steps gap, 2 gap, … before it, in sigma (as the pack's
+  forecaster extrapolates); NaN where the run has too few steps before it;
+- `output_weight[step]`: |sigma_{step+1} - sigma_step| x rms(output) / rms(final latent), so an output
+  error of relative size e at that step moves the final latent by about e x output_weight (flow
+  models: x_next = x + (sigma_next - sigma) v). Their sum over the skipped steps is the predicted error.
+
+Profiles are JSON (never pickle), keyed by the model's fingerprint, family, steps, sampler and
+scheduler and a size bucket (the latent's positions, frames x height x width, to a power of two),
+so a later run finds the one that fits it or says why none does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..caching.forecast import TaylorForecaster
+
+FORMAT = "ditaccel-profile"
+VERSION = 1
+ORDERS = (0, 1, 2)
+MAX_GAP = 8  # forecasts over up to this many steps (the presets' longest interval at 28 steps)
+PROBE_ELEMENTS = 1 << 20  # a feature's probe keeps about this many elements (every k-th), whatever its size
+
+
+class ProfileError(ValueError):
+    """A profile file that is not one (corrupted, foreign, another format version): names the file."""
+
+
+def probe(t: torch.Tensor) -> torch.Tensor:
+    """Every k-th element of `t` as float32 on the host: a relative L2 change measured on it is that of `t`
+    within a fraction of a percent for the feature maps of a DiT, at a fixed, small memory cost."""
+    flat = t.detach().flatten()
+    stride = max(1, flat.numel() // PROBE_ELEMENTS)
+    return flat[::stride].float().cpu().clone()
+
+
+def size_bucket(positions: int) -> str:
+    """The latent's positions (frames x height x width) rounded to a power of two: one profile serves sizes
+    within a factor of ~1.4 of its own."""
+    return f"{2 ** round(math.log2(max(positions, 1)))}pos"
+
+
+def fingerprint(tensors: Iterable[tuple[str, torch.Tensor]], patches: str = "", samples: int = 32) -> str:
+    """A short hash of the model's weights, fast: `samples` tensors spread over the sorted names, 256 strided
+    elements of each, plus a digest of the patches ComfyUI applies on top (LoRAs and their strengths)."""
+    named = sorted(tensors, key=lambda kv: kv[0])
+    if not named:
+        return hashlib.sha256(patches.encode()).hexdigest()[:16]
+    h = hashlib.sha256()
+    step = max(1, len(named) // samples)
+    for name, t in named[::step]:
+        flat = t.detach().flatten()
+        picked = flat[:: max(1, flat.numel() // 256)][:256].float().cpu()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(picked.numpy().tobytes())
+    h.update(patches.encode())
+    return h.hexdigest()[:16]
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """|a - b| / |b|."""
+    den = float(b.norm())
+    return float((a - b).norm()) / den if den > 0 else float("nan")
+
+
+def _rms(t: torch.Tensor) -> float:
+    """Root mean square: probes of tensors of different sizes compare (a norm would grow with the probe)."""
+    return float(t.norm()) / math.sqrt(max(t.numel(), 1))
+
+
+def changes(probes: Sequence[torch.Tensor]) -> list[float]:
+    return [float("nan")] + [_rel(probes[i], probes[i - 1]) for i in range(1, len(probes))]
+
+
+def forecast_errors(sigmas: Sequence[float], probes: Sequence[torch.Tensor],
+                    max_gap: int = MAX_GAP) -> list[list[list[float]]]:
+    """[order][gap - 1][step]: the forecast of step `step` from steps step - gap, step - 2 gap, ... ."""
+    n = len(probes)
+    out = [[[float("nan")] * n for _ in range(max_gap)] for _ in ORDERS]
+    for oi, order in enumerate(ORDERS):
+        for gap in range(1, max_gap + 1):
+            for step in range(n):
+                nodes = [step - gap * k for k in range(order + 1, 0, -1)]  # oldest first
+                if nodes[0] < 0:
+                    continue
+                f = TaylorForecaster(order)
+                for node in nodes:
+                    f.update(sigmas[node], probes[node])
+                out[oi][gap - 1][step] = _rel(f.predict(sigmas[step]), probes[step])
+    return out
+
+
+@dataclass
+class EntryCurves:
+    """The curves of one conditioning entry (cond or uncond), one value per step."""
+
+    output_change: list[float]
+    stack_change: list[float]
+    first_residual_change: list[float]
+    output_weight: list[float]
+    forecast_error: list[list[list[float]]]  # [order][gap - 1][step]
+
+
+@dataclass
+class Profile:
+    fingerprint: str
+    family: str
+    variant: str
+    steps: int
+    sampler: str
+    scheduler: str
+    size_bucket: str
+    sigmas: list[float]  # the run's sample sigmas (steps + 1)
+    entries: dict[str, EntryCurves] = field(default_factory=dict)  # "cond", "uncond"
+    format: str = FORMAT
+    version: int = VERSION
+
+    @property
+    def name(self) -> str:
+        """The file name it is saved under: what a run looks it up by."""
+        return (f"{self.family}-{self.fingerprint}-{self.steps}steps-{self.sampler}-{self.scheduler}-"
+                f"{self.size_bucket}.json")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), allow_nan=True, separators=(",", ":"))
+
+    def mismatch(self, fingerprint: str, steps: int, positions: int) -> str | None:
+        """Why this profile does not describe a run (None: it does)."""
+        if fingerprint != self.fingerprint:
+            return f"the profile was measured on another model (fingerprint {self.fingerprint}, this one {fingerprint})"
+        if steps != self.steps:
+            return f"the profile was measured at {self.steps} steps, this run has {steps}"
+        if size_bucket(positions) != self.size_bucket:
+            return (f"the profile was measured at about {self.size_bucket[:-3]} latent positions, this run has "
+                    f"{positions} (about {size_bucket(positions)[:-3]})")
+        return None
+
+
+def build(fingerprint: str, family: str, variant: str, sampler: str, scheduler: str, positions: int,
+          sigmas: Sequence[float], features: dict[str, dict[str, list[torch.Tensor]]],
+          final: dict[str, torch.Tensor], max_gap: int = MAX_GAP) -> Profile:
+    """The profile of one calibration run. `features[entry]` holds the per-step probes "output", "stack",
+    "first_residual"; `final[entry]` the probe of the final latent (the sampler's result)."""
+    steps = len(sigmas) - 1
+    profile = Profile(fingerprint, family, variant, steps, sampler, scheduler, size_bucket(positions),
+                      [float(s) for s in sigmas])
+    for entry, feats in features.items():
+        outputs = feats["output"]
+        if len(outputs) != steps:
+            raise ValueError(f"calibration recorded {len(outputs)} model calls for entry {entry}, expected one per "
+                             f"step ({steps}); samplers that call the model more than once per step are not "
+                             "supported by calibration (use euler, dpmpp_2m, uni_pc ...)")
+        final_rms = _rms(final[entry]) or float("nan")
+        weight = [abs(sigmas[i + 1] - sigmas[i]) * _rms(outputs[i]) / final_rms for i in range(steps)]
+        profile.entries[entry] = EntryCurves(changes(outputs), changes(feats["stack"]),
+                                             changes(feats["first_residual"]), weight,
+                                             forecast_errors(sigmas[:steps], outputs, max_gap))
+    return profile
+
+
+def _check(cond: bool, path: Path | str, what: str) -> None:
+    if not cond:
+        raise ProfileError(f"{path}: not a DiTAccel profile ({what})")
+
+
+def load(path: Path | str) -> Profile:
+    """Read a profile file; a corrupted or foreign file is refused naming it."""
+    try:
+        data: Any = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ProfileError(f"{path}: not a DiTAccel profile ({e})") from None
+    _check(isinstance(data, dict) and data.get("format") == FORMAT, path, "no 'format': 'ditaccel-profile'")
+    _check(data.get("version") == VERSION, path, f"format version {data.get('version')!r}, this pack reads {VERSION}")
+    try:
+        entries = {k: EntryCurves(**v) for k, v in data.pop("entries").items()}
+        profile = Profile(**data, entries=entries)
+    except (TypeError, AttributeError, KeyError) as e:
+        raise ProfileError(f"{path}: not a DiTAccel profile ({e})") from None
+    steps = profile.steps
+    _check(isinstance(steps, int) and steps >= 1 and len(profile.sigmas) == steps + 1, path,
+           "sigmas and steps disagree")
+    for entry, curves in profile.entries.items():
+        lengths = {len(curves.output_change), len(curves.stack_change), len(curves.first_residual_change),
+                   len(curves.output_weight)}
+        _check(lengths == {steps}, path, f"entry {entry}: curves of {sorted(lengths)} values for {steps} steps")
+        _check(len(curves.forecast_error) == len(ORDERS)
+               and all(len(row) == steps for order in curves.forecast_error for row in order),
+               path, f"entry {entry}: forecast errors of the wrong shape")
+    return profile

@@ -1,0 +1,99 @@
+"""DiTAccelCalibrate and DiTAccelLoadProfile on a real server: measure, save, load; nothing leaks or half-written."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+from graphs import SAMPLER, set_steps
+
+from tools.runtime import dit_runtime
+from tools.runtime.comfy_client import ComfyError, PromptRejected, decode_png
+
+PROFILES = dit_runtime.COMFY_HOME / "user" / "ditaccel" / "profiles"
+CALIBRATE = "6"  # the calibrate graph samples with DiTAccelCalibrate where the baseline has its KSampler
+
+
+@pytest.fixture
+def calibrate_prompt() -> dict:
+    return copy.deepcopy(json.loads((dit_runtime.REPO / "workflows" / "api" / "calibrate.json").read_text()))
+
+
+def saved_profiles() -> set[str]:
+    return {p.name for p in PROFILES.glob("*.json")} if PROFILES.is_dir() else set()
+
+
+def test_calibrate_saves_a_profile_that_load_profile_reads_in_a_later_prompt(client, calibrate_prompt):
+    prompt = copy.deepcopy(calibrate_prompt)
+    prompt[CALIBRATE]["inputs"]["steps"] = 10
+    result = client.run(prompt)
+    text = result.node_output(CALIBRATE)["text"][0]
+    name = text.split()[1].rstrip(":")
+    assert name.startswith("wan-") and name.endswith("-10steps-euler-simple-1024pos.json"), text
+    assert name in saved_profiles()
+    assert decode_png(result.images[0]).shape == (256, 256, 3)  # the full-compute sample, decoded
+    data = json.loads((PROFILES / name).read_text())
+    assert data["format"] == "ditaccel-profile" and set(data["entries"]) == {"cond", "uncond"}
+    assert len(data["entries"]["cond"]["output_change"]) == 10
+    # a second prompt picks it from the list (the combo is the folder's content)
+    info = client.object_info()["DiTAccelLoadProfile"]  # read again: the list changed
+    spec = info["input"]["required"]["profile_name"]
+    options = spec[0] if isinstance(spec[0], list) else spec[1]["options"]
+    assert name in options
+    loaded = client.run({"1": {"class_type": "DiTAccelLoadProfile", "inputs": {"profile_name": name}}})
+    assert loaded.node_output("1")["text"][0].startswith(f"profile {name}: wan (")
+
+
+def test_a_missing_profile_is_refused_before_anything_runs(client):
+    with pytest.raises(PromptRejected) as err:
+        client.submit({"1": {"class_type": "DiTAccelLoadProfile", "inputs": {"profile_name": "nothing-here.json"}}})
+    assert "profile_name: no saved profile 'nothing-here.json'" in str(err.value)
+
+
+def test_a_sampler_with_several_calls_per_step_is_refused_before_sampling(client, calibrate_prompt):
+    calibrate_prompt[CALIBRATE]["inputs"]["sampler_name"] = "heun"
+    with pytest.raises(PromptRejected) as err:
+        client.submit(calibrate_prompt)
+    assert "sampler_name: calibration measures one model call per step; heun" in str(err.value)
+
+
+def test_calibrating_leaves_the_other_outputs_bit_identical(client, baseline_prompt, calibrate_prompt):
+    """The baseline's KSampler beside a calibration on the same model gives the image it gives alone."""
+    baseline = set_steps(copy.deepcopy(baseline_prompt), 8)
+    alone = decode_png(client.run(baseline).images[0])
+    both = copy.deepcopy(baseline)
+    for key, node in calibrate_prompt.items():
+        if node["class_type"] in ("DiTAccelCalibrate", "PreviewImage"):
+            both[f"7{key}"] = copy.deepcopy(node)
+    both["76"]["inputs"]["steps"] = 8
+    both["711"]["inputs"]["images"] = ["76", 2]
+    result = client.run(both)
+    assert np.array_equal(decode_png(result.images[0]), alone)
+    assert both[SAMPLER]["inputs"]["model"] == both["76"]["inputs"]["model"]  # one model feeds both
+
+
+def test_an_interrupted_calibration_writes_no_profile(client, calibrate_prompt):
+    prompt = copy.deepcopy(calibrate_prompt)
+    prompt[CALIBRATE]["inputs"]["steps"] = 40
+    prompt[CALIBRATE]["inputs"]["seed"] = 12345  # nothing else saves this key
+    before = saved_profiles()
+
+    def stop_mid_sampling(msg):
+        if msg.get("type") == "progress" and msg["data"]["value"] >= 5:
+            client.interrupt()
+
+    with pytest.raises(ComfyError, match="interrupted"):
+        client.run(prompt, on_event=stop_mid_sampling)
+    assert saved_profiles() == before
+    assert not list(PROFILES.glob("*.tmp"))
+
+
+def test_calibrating_a_model_with_an_acceleration_node_is_refused(client, calibrate_prompt):
+    prompt = copy.deepcopy(calibrate_prompt)
+    prompt["40"] = {"class_type": "DiTAccelTaylorSeer",
+                    "inputs": {"model": prompt[CALIBRATE]["inputs"]["model"], "preset": "balanced"}}
+    prompt[CALIBRATE]["inputs"]["model"] = ["40", 0]
+    with pytest.raises(ComfyError, match="Connect the model before the acceleration nodes"):
+        client.run(prompt)
