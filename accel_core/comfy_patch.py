@@ -568,8 +568,13 @@ def sample_with_progress(model: ModelPatcher, positive: list, negative: list, la
 
 def weights_and_patches(model: ModelPatcher) -> tuple[list[tuple[str, torch.Tensor]], str]:
     """The diffusion model's named weights (as loaded, before patches) and a digest of the patches ComfyUI
-    applies on top (LoRAs: which weights, which strengths, sampled values of the patch tensors)."""
-    named = list(model.get_model_object("diffusion_model").state_dict().items())
+    applies on top (LoRAs: which weights, which strengths, sampled values of the patch tensors).
+
+    While the model is loaded ComfyUI has written the patches into the weights and keeps the originals in
+    its `backup`; those are read instead, so the fingerprint is the same loaded or not."""
+    backup = getattr(model, "backup", {}) or {}
+    named = [(key, backup[key].weight if key in backup else value)
+             for key, value in model.model.state_dict().items() if key.startswith("diffusion_model.")]
     parts = []
     for key in sorted(model.patches):
         for patch in model.patches[key]:

@@ -97,3 +97,30 @@ def test_calibrating_a_model_with_an_acceleration_node_is_refused(client, calibr
     prompt[CALIBRATE]["inputs"]["model"] = ["40", 0]
     with pytest.raises(ComfyError, match="Connect the model before the acceleration nodes"):
         client.run(prompt)
+
+
+def test_the_fingerprint_tells_a_lora_apart_loaded_or_not(client, calibrate_prompt):
+    """A LoRA changes the key; the same LoRA twice gives the same key, though the second run finds the model
+    still loaded with the LoRA written into its weights (the fingerprint reads ComfyUI's backup)."""
+    import torch
+    from safetensors.torch import save_file
+
+    loras = dit_runtime.COMFY_HOME / "models" / "loras"
+    loras.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(0)
+    name = "blocks.0.self_attn.q"
+    save_file({f"diffusion_model.{name}.lora_up.weight": 0.05 * torch.randn(256, 2, generator=g),
+               f"diffusion_model.{name}.lora_down.weight": 0.05 * torch.randn(2, 256, generator=g)},
+              str(loras / "ditaccel_test_lora.safetensors"))
+    plain = copy.deepcopy(calibrate_prompt)
+    plain[CALIBRATE]["inputs"].update(steps=3, save=False)
+    with_lora = copy.deepcopy(plain)
+    with_lora["20"] = {"class_type": "LoraLoaderModelOnly", "inputs": {
+        "model": ["1", 0], "lora_name": "ditaccel_test_lora.safetensors", "strength_model": 1.0}}
+    with_lora["10"]["inputs"]["model"] = ["20", 0]
+
+    def key(prompt):
+        return client.run(prompt).node_output(CALIBRATE)["text"][0].split()[1].split("-")[1]
+
+    first, second, base = key(with_lora), key(with_lora), key(plain)
+    assert first == second != base

@@ -109,3 +109,26 @@ def test_probes_stay_small_and_keep_relative_changes():
     a, b = P.probe(big), P.probe(other)
     assert a.numel() <= P.PROBE_ELEMENTS + 2
     assert P.changes([a, b])[1] == pytest.approx(P.changes([big, other])[1], rel=0.01)
+
+
+def test_a_loaded_lora_does_not_change_the_fingerprint_of_the_same_model_and_lora():
+    """ComfyUI writes a LoRA into the weights while the model is loaded (keeping the originals in its
+    backup): the fingerprint reads the originals, so it is the same loaded or not, and differs without it."""
+    from comfyui_ditaccel.accel_core.comfy_patch import weights_and_patches
+
+    from tools.runtime.sampling import WAN_FILE, load_model
+
+    base = load_model(WAN_FILE)
+    named, _ = weights_and_patches(base)
+    key, weight = min(named, key=lambda kv: kv[0])  # the first name: always one of the sampled tensors
+    g = torch.Generator().manual_seed(0)
+    lora = base.clone()
+    lora.add_patches({key: (0.05 * torch.randn(weight.shape, generator=g),)}, 1.0)  # a "diff" patch
+    before = P.fingerprint(*weights_and_patches(lora))
+    assert before != P.fingerprint(*weights_and_patches(base))
+    lora.patch_model()  # what loading does: the patch written into the weight, the original backed up
+    try:
+        assert key in lora.backup
+        assert P.fingerprint(*weights_and_patches(lora)) == before
+    finally:
+        lora.unpatch_model()
