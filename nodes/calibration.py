@@ -118,10 +118,12 @@ class DiTAccelLoadProfile(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, profile_name: str = ABSENT) -> bool | str:
+    def validate_inputs(cls, input_types: dict[str, Any] | None = None, profile_name: str = ABSENT) -> bool | str:
         # judged against the folder now, not the list the UI last read: a profile saved since is valid too
         name = given(profile_name)
-        if name is not None and name not in store.names(profiles_folder()):
+        if name is None:  # left out, linked, or a JSON null (refused)
+            return schema_error(cls, input_types, profile_name=profile_name) or True
+        if name not in store.names(profiles_folder()):
             saved = store.names(profiles_folder())
             return (f"profile_name: no saved profile {name!r} in {profiles_folder()} (saved: "
                     f"{', '.join(saved[:5]) or 'none; run DiT Accel Calibrate first'})")

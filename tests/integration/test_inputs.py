@@ -45,6 +45,16 @@ def graph_with(baseline_prompt: dict, node: str, **inputs) -> dict:
             "model": ["1", 0], "positive": ["3", 0], "negative": ["4", 0], "latent": ["5", 0], "vae": ["7", 0],
             "seeds": "1", "layers": "all", "rounds": 1, "top_k": 1, "objective": "contrast", **inputs}}
         return insert_model_node(prompt, "41", "DiTAccelSoftPAG", heads=[NODE_ID, 0], strength=0.5, scale=1.0)
+    if node == "DiTAccelCalibrate":  # where the baseline's KSampler samples, with KSampler's inputs
+        inputs.pop("preset", None)
+        prompt[NODE_ID] = {"class_type": node, "inputs": {
+            "model": ["10", 0], "positive": ["3", 0], "negative": ["4", 0], "latent_image": ["5", 0], "seed": 0,
+            "steps": 2, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple", "save": False, **inputs}}
+        return prompt
+    if node == "DiTAccelLoadProfile":
+        inputs.pop("preset", None)
+        prompt[NODE_ID] = {"class_type": node, "inputs": {"profile_name": "none.json", **inputs}}
+        return prompt
     raise AssertionError(f"no graph for {node}")
 
 
