@@ -539,13 +539,8 @@ def run_conds(model: Any, conds: list, x: torch.Tensor, sigma: torch.Tensor, mod
 
 def sample_and_decode(model: ModelPatcher, positive: list, negative: list, latent: dict, vae: Any, seed: int,
                       steps: int, cfg: float, sampler_name: str, scheduler: str) -> torch.Tensor:
-    """What KSampler + VAEDecode compute, as one call (for searches that sample many times)."""
-    import comfy.sample
-
-    latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
-    noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
-    samples = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative,
-                                  latent_image, noise_mask=latent.get("noise_mask"), seed=seed, disable_pbar=True)
+    """What KSampler + VAEDecode compute, as one call (for searches that sample many times: no progress bar)."""
+    samples = _sample(model, positive, negative, latent, seed, steps, cfg, sampler_name, scheduler, None, True)
     images = vae.decode(samples)
     if images.dim() == 5:  # video VAEs decode (B, T, H, W, C)
         images = images.reshape(-1, *images.shape[-3:])
@@ -556,14 +551,21 @@ def sample_with_progress(model: ModelPatcher, positive: list, negative: list, la
                          cfg: float, sampler_name: str, scheduler: str) -> torch.Tensor:
     """What KSampler computes, with its progress bar and preview: ComfyUI's progress hook also raises when
     the user presses Cancel, so a long sampling inside a node stops like KSampler's."""
-    import comfy.sample
     import latent_preview
+
+    callback = latent_preview.prepare_callback(model, steps)
+    return _sample(model, positive, negative, latent, seed, steps, cfg, sampler_name, scheduler, callback, False)
+
+
+def _sample(model: ModelPatcher, positive: list, negative: list, latent: dict, seed: int, steps: int, cfg: float,
+            sampler_name: str, scheduler: str, callback: Callable[..., Any] | None, disable_pbar: bool) -> torch.Tensor:
+    import comfy.sample
 
     latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
-    callback = latent_preview.prepare_callback(model, steps)
     return comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
-                               noise_mask=latent.get("noise_mask"), callback=callback, seed=seed)
+                               noise_mask=latent.get("noise_mask"), callback=callback, disable_pbar=disable_pbar,
+                               seed=seed)
 
 
 def weights_and_patches(model: ModelPatcher) -> tuple[list[tuple[str, torch.Tensor]], str]:

@@ -123,8 +123,8 @@ class DiTAccelLoadProfile(io.ComfyNode):
         name = given(profile_name)
         if name is None:  # left out, linked, or a JSON null (refused)
             return schema_error(cls, input_types, profile_name=profile_name) or True
-        if name not in store.names(profiles_folder()):
-            saved = store.names(profiles_folder())
+        saved = store.names(profiles_folder())
+        if name not in saved:
             return (f"profile_name: no saved profile {name!r} in {profiles_folder()} (saved: "
                     f"{', '.join(saved[:5]) or 'none; run DiT Accel Calibrate first'})")
         return True

@@ -17,6 +17,7 @@ import pytest
 
 from tools.runtime import dit_runtime
 from tools.workflows import catalog
+from tools.workflows.workflow_ui import strip_meta
 
 pytestmark = pytest.mark.skipif(
     not dit_runtime.frontend_installed(),
@@ -114,8 +115,7 @@ def test_every_workflow_opens_without_missing_nodes_and_matches_its_api_twin(pag
     assert missing == []
     prompt = api_prompt(page)
     twin = json.loads((catalog.API_DIR / f"{name}.json").read_text())
-    strip = lambda p: {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in p.items()}  # noqa: E731
-    assert strip(prompt) == strip(twin)
+    assert strip_meta(prompt) == strip_meta(twin)
     titles = page.evaluate("() => window.app.graph.nodes.filter(n => n.type.startsWith('DiTAccel')).map(n => n.title)")
     assert not [t for t in titles if t.startswith("DiTAccel")], titles  # display names, not class names
 

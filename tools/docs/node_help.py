@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tools import REPO
+from tools.workflows.workflow_ui import _inputs as inputs_of
 
 DOCS = REPO / "web" / "docs"
 RESULTS = "https://github.com/ditaccel/ComfyUI-DiTAccel/blob/main/README.md"
@@ -109,18 +110,16 @@ LISTED_FROM_DISK = {("DiTAccelLoadProfile", "profile_name"): "a profile saved in
 
 def _input_rows(node: str, info: dict) -> list[str]:
     rows = []
-    for section in ("required", "optional"):
-        for name, spec in info["input"].get(section, {}).items():
-            kind, opts = spec[0], (spec[1] if len(spec) > 1 else {})
-            if (node, name) in LISTED_FROM_DISK:
-                kind, opts = LISTED_FROM_DISK[node, name], {"tooltip": opts.get("tooltip", "")}
-            elif isinstance(kind, list) or kind == "COMBO":
-                choices = kind if isinstance(kind, list) else opts.get("options", [])
-                # long lists are ComfyUI's own (samplers, schedulers) and differ between its versions
-                listed = ", ".join(f"`{c}`" for c in choices)
-                kind = f"one of {listed}" if len(choices) <= 8 else "a choice, as KSampler's"
-            tip = " ".join(opts.get("tooltip", "").split()).replace("|", "\\|")
-            rows.append(f"| `{name}` | {kind} | {_range(opts)} | {tip} |")
+    for name, kind, opts in inputs_of(info):
+        if (node, name) in LISTED_FROM_DISK:
+            kind, opts = LISTED_FROM_DISK[node, name], {"tooltip": opts.get("tooltip", "")}
+        elif isinstance(kind, list) or kind == "COMBO":
+            choices = kind if isinstance(kind, list) else opts.get("options", [])
+            # long lists are ComfyUI's own (samplers, schedulers) and differ between its versions
+            listed = ", ".join(f"`{c}`" for c in choices)
+            kind = f"one of {listed}" if len(choices) <= 8 else "a choice, as KSampler's"
+        tip = " ".join(opts.get("tooltip", "").split()).replace("|", "\\|")
+        rows.append(f"| `{name}` | {kind} | {_range(opts)} | {tip} |")
     return rows
 
 
