@@ -112,7 +112,8 @@ def _outer_sample_wrapper(executor: Any, *args: Any, **kwargs: Any) -> Any:
     ctx = RunContext(adapter=adapter, flops=FlopCounter(adapter, diffusion_model), record=record,
                      sample_sigmas=sigmas, last_list=adapter.last_list(diffusion_model),
                      token_pad=adapter.pad_multiple(diffusion_model),
-                     variant=_run_variant(guider, adapter, diffusion_model, sigmas, args[0] if args else None))
+                     variant=_run_variant(guider, adapter, diffusion_model, sigmas, args[0] if args else None),
+                     latent_positions=_positions(args[0] if args else None))
     start = time.perf_counter()
     try:
         # before any state exists and before ComfyUI loads the model: a graph that cannot fit stops here
@@ -238,6 +239,11 @@ def _prepare_sampling_wrapper(executor: Any, model: ModelPatcher, noise_shape: A
         activations = comfy.sampler_helpers.estimate_memory(model, noise_shape, conds)[0]
         mm.free_memory(activations + ctx.memory_extra + mm.extra_reserved_memory(), device)
     return out
+
+
+def _positions(noise: Any) -> int:
+    """Frames x height x width of the latent (what a calibration profile's size bucket counts)."""
+    return int(noise[0, 0].numel()) if isinstance(noise, torch.Tensor) and noise.dim() >= 4 else 0
 
 
 def _run_variant(guider: Any, adapter: ModelAdapter, diffusion_model: Any, sigmas: list[float],

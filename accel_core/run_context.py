@@ -57,7 +57,7 @@ class ConfiguredMethod:
     def new_run_state(self, run: RunContext) -> Any:
         config = self.config
         if self.request is not None:
-            resolved = self.request.for_run(run.variant, run.total_steps, self.config)
+            resolved = self.request.for_run(run.variant, run.total_steps, self.config, run.latent_positions)
             config = resolved.config
             run.settings[self.key] = resolved.line()
         run.labels[self.key] = config.tag()
@@ -111,6 +111,7 @@ class RunContext:
     # them; None: every token. Set around that call only.
     token_subset: TokenSubset | None = None
     variant: Variant | None = None  # the model variant this run shows (settings.variants)
+    latent_positions: int = 0  # frames x height x width of the run's latent (a profile's size check)
     settings: dict[str, str] = field(default_factory=dict)  # per method: resolved settings and their source
     labels: dict[str, str] = field(default_factory=dict)  # per method: the settings this run uses
     forms: dict[str, str] = field(default_factory=dict)  # per method: the memory form the plan chose

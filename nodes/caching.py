@@ -8,8 +8,11 @@ from comfy_api.latest import io
 
 from ..accel_core.caching.apply import apply_cg_taylor, apply_first_block_cache, apply_taylorseer
 from ..accel_core.caching.taylorseer import GRANULARITIES
+from ..accel_core.calibration.plan import BUDGETS, UNIT
+from ..accel_core.calibration.profiled import ProfiledRequest, model_fingerprint
 from ..accel_core.settings import records
 from ..accel_core.settings.resolve import Request
+from .calibration import PROFILE
 from .inputs import ABSENT, FAMILIES, auto_float, auto_int, preset_input, schema_error, window_error
 from .schema import node_schema
 
@@ -24,6 +27,21 @@ def window_inputs() -> list[Any]:
         io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01, optional=True,
                        tooltip="custom: skipping ends at this share of the steps; the last step always runs."),
     ]
+
+
+def profile_input() -> Any:
+    budgets = " / ".join(f"{v:g}" for v in BUDGETS.values())
+    return PROFILE.Input("profile", optional=True, tooltip=(
+        f"Optional: a DiT Accel Calibrate or Load Profile measurement of this model. With it, "
+        f"{' / '.join(BUDGETS)} are error budgets ({UNIT}: {budgets}) and the node runs the least compute "
+        "predicted to stay within; a profile that does not fit the run (another model, step count or size) "
+        "is not used and the report says why."))
+
+
+def request(model: Any, method: str, preset: str, profile: Any, custom: dict[str, Any]) -> Any:
+    """The node's preset and inputs, planned from `profile` where one is connected."""
+    req = Request(method, preset, custom)
+    return req if profile is None else ProfiledRequest(req, profile, model_fingerprint(model))
 
 
 def max_skips_input() -> io.Int.Input:
@@ -52,6 +70,7 @@ class DiTAccelTaylorSeer(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip=MODEL_TIP),
                 preset_input(),
+                profile_input(),
                 auto_int("interval", 50, "one full step every this many steps."),
                 auto_int("order", 4, "Taylor order of the forecast (0 reuses the last full step)."),
                 *window_inputs(),
@@ -80,8 +99,8 @@ class DiTAccelTaylorSeer(io.ComfyNode):
                             granularity=granularity, start_percent=start_percent, end_percent=end_percent)
 
     @classmethod
-    def execute(cls, model, preset: str, **custom: Any) -> io.NodeOutput:
-        return io.NodeOutput(apply_taylorseer(model, Request(records.TAYLORSEER, preset, custom)))
+    def execute(cls, model, preset: str, profile: Any = None, **custom: Any) -> io.NodeOutput:
+        return io.NodeOutput(apply_taylorseer(model, request(model, records.TAYLORSEER, preset, profile, custom)))
 
 
 class GateNode(io.ComfyNode):
@@ -108,6 +127,7 @@ class DiTAccelCGTaylor(GateNode):
             inputs=[
                 io.Model.Input("model", tooltip=MODEL_TIP),
                 preset_input(),
+                profile_input(),
                 auto_float("threshold", 2.0, 0.005, "skip when the first block's relative forecast error is "
                                                     "below this."),
                 auto_int("order", 4, "Taylor order of the last-block forecast."),
@@ -119,8 +139,8 @@ class DiTAccelCGTaylor(GateNode):
         )
 
     @classmethod
-    def execute(cls, model, preset: str, **custom: Any) -> io.NodeOutput:
-        return io.NodeOutput(apply_cg_taylor(model, Request(records.CG_TAYLOR, preset, custom)))
+    def execute(cls, model, preset: str, profile: Any = None, **custom: Any) -> io.NodeOutput:
+        return io.NodeOutput(apply_cg_taylor(model, request(model, records.CG_TAYLOR, preset, profile, custom)))
 
 
 class DiTAccelFirstBlockCache(GateNode):
@@ -135,6 +155,7 @@ class DiTAccelFirstBlockCache(GateNode):
             inputs=[
                 io.Model.Input("model", tooltip=MODEL_TIP),
                 preset_input(),
+                profile_input(),
                 auto_float("threshold", 2.0, 0.005, "skip while the first block's residual changed by less "
                                                     "than this (relative L1) since the last full step."),
                 max_skips_input(),
@@ -144,8 +165,9 @@ class DiTAccelFirstBlockCache(GateNode):
         )
 
     @classmethod
-    def execute(cls, model, preset: str, **custom: Any) -> io.NodeOutput:
-        return io.NodeOutput(apply_first_block_cache(model, Request(records.FBCACHE, preset, custom)))
+    def execute(cls, model, preset: str, profile: Any = None, **custom: Any) -> io.NodeOutput:
+        return io.NodeOutput(apply_first_block_cache(model, request(model, records.FBCACHE, preset, profile,
+                                                                    custom)))
 
 
 NODES = [DiTAccelTaylorSeer, DiTAccelCGTaylor, DiTAccelFirstBlockCache]

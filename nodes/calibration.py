@@ -10,7 +10,8 @@ from comfy_api.latest import io
 
 from ..accel_core.adapters import adapter_for
 from ..accel_core.calibration import plot, profile, recorder, store
-from ..accel_core.comfy_patch import METHODS_KEY, sample_with_progress, transformer_options, weights_and_patches
+from ..accel_core.calibration.profiled import model_fingerprint
+from ..accel_core.comfy_patch import METHODS_KEY, sample_with_progress, transformer_options
 from ..accel_core.settings.variants import identify
 from .inputs import ABSENT, FAMILIES, given, schema_error
 from .schema import node_schema
@@ -87,9 +88,8 @@ class DiTAccelCalibrate(io.ComfyNode):
         recording = recorder.Recording()
         samples = sample_with_progress(recorder.apply_calibrate(model, recording, steps), positive, negative,
                                        latent_image, seed, steps, cfg, sampler_name, scheduler)
-        named, patches = weights_and_patches(model)
         final = profile.probe(samples)
-        result = profile.build(profile.fingerprint(named, patches), adapter.family, identify(adapter, dm).name,
+        result = profile.build(model_fingerprint(model), adapter.family, identify(adapter, dm).name,
                                sampler_name, scheduler, int(samples[0, 0].numel()), recording.sigmas,
                                recording.features, {e: final for e in recording.features})
         text = f"profile {result.name}: {steps} steps, entries {', '.join(result.entries)}"

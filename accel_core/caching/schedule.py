@@ -58,6 +58,23 @@ class IntervalSchedule:
         return out
 
 
+@dataclass(frozen=True)
+class PlannedSchedule:
+    """Full steps chosen ahead of the run (from a calibration profile); every other step is forecast."""
+
+    steps: tuple[int, ...]
+
+    def is_full(self, step: int, total_steps: int, last_full_step: int | None) -> bool:
+        return last_full_step is None or step in self.steps or step >= total_steps - 1
+
+    def full_steps(self, total_steps: int) -> list[int]:
+        out: list[int] = []
+        for step in range(total_steps):
+            if self.is_full(step, total_steps, out[-1] if out else None):
+                out.append(step)
+        return out
+
+
 def scaled(value: int, total_steps: int, reference_steps: int, minimum: int = 0) -> int:
     """A warm-up given for `reference_steps` steps, for a run of `total_steps` (0: not scaled):
     the same share of the run, where the layout is set."""

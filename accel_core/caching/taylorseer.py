@@ -45,7 +45,7 @@ from ..report import RAN_FORECAST
 from ..run_context import BlockHook, BlockSite, RunContext, complete, join, only, split
 from ..token_subset import TokenSubset
 from .forecast import TaylorForecaster
-from .schedule import IntervalSchedule, StepWindow, scaled, scaled_gap
+from .schedule import IntervalSchedule, PlannedSchedule, StepWindow, scaled, scaled_gap
 
 KEY = "ditaccel.taylorseer"
 GRANULARITIES = ("auto", "output", "blocks", "modules")
@@ -63,6 +63,7 @@ class TaylorSeerConfig:
     threshold: float = 0.0  # > 0: adaptive; refresh when the estimated relative change reaches it
     reference_steps: int = 0  # presets: interval and warm-up are given for this many steps and scaled
     chosen: str = ""  # why `auto` chose, or what replaced, the granularity (the report's tag says it)
+    full_steps: tuple[int, ...] = ()  # from a calibration profile: these steps run in full, the rest forecast
 
     def __post_init__(self) -> None:
         if not 1 <= self.interval <= 50:
@@ -77,7 +78,9 @@ class TaylorSeerConfig:
         self.schedule  # validates the window  # noqa: B018
 
     @property
-    def schedule(self) -> IntervalSchedule:
+    def schedule(self) -> IntervalSchedule | PlannedSchedule:
+        if self.full_steps:
+            return PlannedSchedule(self.full_steps)
         return IntervalSchedule(self.interval, StepWindow(self.warmup_steps, self.start_percent, self.end_percent))
 
     def at_steps(self, total_steps: int) -> TaylorSeerConfig:
@@ -105,6 +108,8 @@ class TaylorSeerConfig:
         note = f" ({self.chosen})" if self.chosen else ""
         gap = f"adaptive threshold={self.threshold:g}, max interval={self.interval}" if self.threshold else (
             f"interval={self.interval}")
+        if self.full_steps:
+            gap = f"planned full steps {','.join(map(str, self.full_steps))}"
         return (f"TaylorSeer({gap}, order={self.order}, warmup={self.warmup_steps}, "
                 f"{self.start_percent:g}-{self.end_percent:g}, {self.granularity}{scale}{note})")
 
@@ -159,7 +164,7 @@ class ChangeEstimate:
 
 @dataclass
 class TaylorSeerState:
-    schedule: IntervalSchedule
+    schedule: IntervalSchedule | PlannedSchedule
     total_steps: int
     order: int
     threshold: float = 0.0

@@ -1,9 +1,9 @@
 """A calibration profile: how one model's features move over one sampling setup, measured once.
 
 `DiTAccelCalibrate` samples at full compute and keeps, per step and per conditioning entry, a
-strided probe of three features: the model's output (what granularity `output` forecasts), the
-block stack's output (what `blocks` forecasts) and the first block's residual (what the first-block
-gates compare). From the probes it computes the curves a profile stores:
+strided probe of four features: the model's output (what granularity `output` forecasts), the
+block stack's output (what `blocks` forecasts), and the first block's residual and output (what First
+Block Cache and CG-Taylor compare). From the probes it computes the curves a profile stores:
 
 - `output_change`, `stack_change`, `first_residual_change`: the relative L2 change of each feature
   from the step before (NaN at step 0);
@@ -12,7 +12,11 @@ gates compare). From the probes it computes the curves a profile stores:
   forecaster extrapolates); NaN where the run has too few steps before it;
 - `output_weight[step]`: |sigma_{step+1} - sigma_step| x rms(output) / rms(final latent), so an output
   error of relative size e at that step moves the final latent by about e x output_weight (flow
-  models: x_next = x + (sigma_next - sigma) v). Their sum over the skipped steps is the predicted error.
+  models: x_next = x + (sigma_next - sigma) v). Their sum over the skipped steps is the predicted error;
+- the gates' own measures, so a threshold can be chosen on them: `first_residual_gap[gap - 1][step]`,
+  the relative L1 change of the first block's residual from `gap` steps before (what First Block Cache
+  compares), and `first_forecast_error[order][gap - 1][step]`, the relative L1 error of a Taylor forecast
+  of the first block's output (what CG-Taylor compares).
 
 Profiles are JSON (never pickle), keyed by the model's fingerprint, family, steps, sampler and
 scheduler and a size bucket (the latent's positions, frames x height x width, to a power of two),
@@ -34,7 +38,7 @@ import torch
 from ..caching.forecast import TaylorForecaster
 
 FORMAT = "ditaccel-profile"
-VERSION = 1
+VERSION = 2
 ORDERS = (0, 1, 2)
 MAX_GAP = 8  # forecasts over up to this many steps (the presets' longest interval at 28 steps)
 PROBE_ELEMENTS = 1 << 20  # a feature's probe keeps about this many elements (every k-th), whatever its size
@@ -82,6 +86,12 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm()) / den if den > 0 else float("nan")
 
 
+def _rel_l1(a: torch.Tensor, b: torch.Tensor) -> float:
+    """mean |a - b| / mean |b|: the first-block gates' measure."""
+    den = float(b.abs().mean())
+    return float((a - b).abs().mean()) / den if den > 0 else float("nan")
+
+
 def _rms(t: torch.Tensor) -> float:
     """Root mean square: probes of tensors of different sizes compare (a norm would grow with the probe)."""
     return float(t.norm()) / math.sqrt(max(t.numel(), 1))
@@ -91,8 +101,15 @@ def changes(probes: Sequence[torch.Tensor]) -> list[float]:
     return [float("nan")] + [_rel(probes[i], probes[i - 1]) for i in range(1, len(probes))]
 
 
-def forecast_errors(sigmas: Sequence[float], probes: Sequence[torch.Tensor],
-                    max_gap: int = MAX_GAP) -> list[list[list[float]]]:
+def gap_changes(probes: Sequence[torch.Tensor], max_gap: int = MAX_GAP) -> list[list[float]]:
+    """[gap - 1][step]: relative L1 change of a feature from `gap` steps before (NaN where there is none)."""
+    n = len(probes)
+    return [[_rel_l1(probes[s], probes[s - gap]) if s >= gap else float("nan") for s in range(n)]
+            for gap in range(1, max_gap + 1)]
+
+
+def forecast_errors(sigmas: Sequence[float], probes: Sequence[torch.Tensor], max_gap: int = MAX_GAP,
+                    metric: Any = _rel) -> list[list[list[float]]]:
     """[order][gap - 1][step]: the forecast of step `step` from steps step - gap, step - 2 gap, ... ."""
     n = len(probes)
     out = [[[float("nan")] * n for _ in range(max_gap)] for _ in ORDERS]
@@ -105,7 +122,7 @@ def forecast_errors(sigmas: Sequence[float], probes: Sequence[torch.Tensor],
                 f = TaylorForecaster(order)
                 for node in nodes:
                     f.update(sigmas[node], probes[node])
-                out[oi][gap - 1][step] = _rel(f.predict(sigmas[step]), probes[step])
+                out[oi][gap - 1][step] = metric(f.predict(sigmas[step]), probes[step])
     return out
 
 
@@ -118,6 +135,8 @@ class EntryCurves:
     first_residual_change: list[float]
     output_weight: list[float]
     forecast_error: list[list[list[float]]]  # [order][gap - 1][step]
+    first_residual_gap: list[list[float]]  # [gap - 1][step], relative L1 (First Block Cache's gate)
+    first_forecast_error: list[list[list[float]]]  # [order][gap - 1][step], relative L1 (CG-Taylor's gate)
 
 
 @dataclass
@@ -133,6 +152,11 @@ class Profile:
     entries: dict[str, EntryCurves] = field(default_factory=dict)  # "cond", "uncond"
     format: str = FORMAT
     version: int = VERSION
+
+    @property
+    def max_gap(self) -> int:
+        """The longest gap the forecast errors were measured over."""
+        return min((len(c.forecast_error[0]) for c in self.entries.values()), default=0)
 
     @property
     def name(self) -> str:
@@ -159,7 +183,7 @@ def build(fingerprint: str, family: str, variant: str, sampler: str, scheduler: 
           sigmas: Sequence[float], features: dict[str, dict[str, list[torch.Tensor]]],
           final: dict[str, torch.Tensor], max_gap: int = MAX_GAP) -> Profile:
     """The profile of one calibration run. `features[entry]` holds the per-step probes "output", "stack",
-    "first_residual"; `final[entry]` the probe of the final latent (the sampler's result)."""
+    "first_residual", "first_output"; `final[entry]` the probe of the final latent (the sampler's result)."""
     steps = len(sigmas) - 1
     profile = Profile(fingerprint, family, variant, steps, sampler, scheduler, size_bucket(positions),
                       [float(s) for s in sigmas])
@@ -173,7 +197,10 @@ def build(fingerprint: str, family: str, variant: str, sampler: str, scheduler: 
         weight = [abs(sigmas[i + 1] - sigmas[i]) * _rms(outputs[i]) / final_rms for i in range(steps)]
         profile.entries[entry] = EntryCurves(changes(outputs), changes(feats["stack"]),
                                              changes(feats["first_residual"]), weight,
-                                             forecast_errors(sigmas[:steps], outputs, max_gap))
+                                             forecast_errors(sigmas[:steps], outputs, max_gap),
+                                             gap_changes(feats["first_residual"], max_gap),
+                                             forecast_errors(sigmas[:steps], feats["first_output"], max_gap,
+                                                             _rel_l1))
     return profile
 
 
@@ -202,7 +229,10 @@ def load(path: Path | str) -> Profile:
         lengths = {len(curves.output_change), len(curves.stack_change), len(curves.first_residual_change),
                    len(curves.output_weight)}
         _check(lengths == {steps}, path, f"entry {entry}: curves of {sorted(lengths)} values for {steps} steps")
-        _check(len(curves.forecast_error) == len(ORDERS)
-               and all(len(row) == steps for order in curves.forecast_error for row in order),
-               path, f"entry {entry}: forecast errors of the wrong shape")
+        for name in ("forecast_error", "first_forecast_error"):
+            table = getattr(curves, name)
+            _check(len(table) == len(ORDERS) and all(len(row) == steps for order in table for row in order),
+                   path, f"entry {entry}: {name} of the wrong shape")
+        _check(all(len(row) == steps for row in curves.first_residual_gap), path,
+               f"entry {entry}: first_residual_gap of the wrong shape")
     return profile

@@ -1,4 +1,4 @@
-"""Calibration's recorder: a method that changes nothing and keeps a probe of three features per model call.
+"""Calibration's recorder: a method that changes nothing and keeps a probe of four features per model call.
 
 Same shape as the other methods: `CalibrateConfig`, `CalibrateState` (fresh per run), the hooks (a
 DIFFUSION_MODEL wrapper for the model's output, a block hook for the first block's residual and the
@@ -21,6 +21,7 @@ from ..run_context import BlockSite, ConfiguredMethod, RunContext, stream_labels
 from .profile import PROBE_ELEMENTS, probe
 
 KEY = "ditaccel.calibrate"
+FEATURES = ("output", "stack", "first_residual", "first_output")
 NODE = "DiTAccelCalibrate"
 
 
@@ -41,7 +42,7 @@ class CalibrateConfig:
     steps: int  # the sampling's steps (the probes kept grow with them)
 
     def tag(self) -> str:
-        return "Calibrate(full compute; records the output, the stack output and the first block's residual)"
+        return "Calibrate(full compute; records the output, the stack output and the first block's residual and output)"
 
 
 @dataclass
@@ -88,6 +89,7 @@ def block_hook(args: dict, call_block: Callable[[dict], dict], site: BlockSite, 
     if site.flat_index == 0:
         for entry, before, after in zip(state.entries, state.first_input, parts, strict=True):
             state.recording.add(entry, "first_residual", after - before)
+            state.recording.add(entry, "first_output", after)
         state.first_input = []
     if site.last:
         for entry, part in zip(state.entries, parts, strict=True):
@@ -96,12 +98,12 @@ def block_hook(args: dict, call_block: Callable[[dict], dict], site: BlockSite, 
 
 
 def memory_needs(config: CalibrateConfig, dims: ModelDims, shape: RunShape) -> list[Need]:
-    """Three probes per model call and entry, always kept in host memory (whatever the device: one form);
+    """Four probes per model call and entry, always kept in host memory (whatever the device: one form);
     on the device only the first block's input of the call in progress (one hidden state per entry)."""
     per_probe = min(PROBE_ELEMENTS, shape.batch * shape.image_tokens * dims.width) * 4
-    host = 3 * per_probe * shape.streams * config.steps
+    host = len(FEATURES) * per_probe * shape.streams * config.steps
     return [Need(DEVICE, transient=shape.hidden(dims, rows=shape.rows), host=host,
-                 note="probes of the output, the stack output and the first block's residual")]
+                 note="probes of the output, the stack output and the first block's residual and output")]
 
 
 def apply_calibrate(model: Any, recording: Recording, steps: int) -> Any:

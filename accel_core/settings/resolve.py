@@ -48,7 +48,7 @@ class MethodSpec:
     kind_input: str | None = None  # an input choosing among kinds that may have records of their own
     convert: Callable[[dict[str, Any]], dict[str, Any]] = lambda values: values
     auto_text: tuple[str, ...] = ()  # text inputs whose "auto" means the model's balanced value
-    internal: tuple[str, ...] = ("reference_steps", "chosen")  # config fields that are not inputs
+    internal: tuple[str, ...] = ("reference_steps", "chosen", "full_steps")  # config fields that are not inputs
 
     @property
     def inputs(self) -> frozenset[str]:
@@ -147,8 +147,9 @@ class Request:
         preset = self.table(variant)[name]
         return preset, {k: v.steps(total_steps) if isinstance(v, Steps) else v for k, v in preset.values.items()}
 
-    def for_run(self, variant: Variant | None, total_steps: int, applied: Any) -> Resolved:
-        """Resolved for a run; the fields that chose the hooks keep their apply-time values."""
+    def for_run(self, variant: Variant | None, total_steps: int, applied: Any, positions: int = 0) -> Resolved:
+        """Resolved for a run; the fields that chose the hooks keep their apply-time values. `positions`: the
+        run's latent positions (frames x height x width), which a profile's plan checks."""
         resolved = self.resolve(variant, total_steps)
         keep = {name: getattr(applied, name) for name in self.spec.fixed_at_apply}
         return replace(resolved, config=replace(resolved.config, **keep)) if keep else resolved
@@ -167,7 +168,7 @@ class Described:
     what: str  # e.g. "heads auto"
     source: str
 
-    def for_run(self, variant: Variant | None, total_steps: int, applied: Any) -> Resolved:
+    def for_run(self, variant: Variant | None, total_steps: int, applied: Any, positions: int = 0) -> Resolved:
         return Resolved(self.node, applied, self.what, variant, self.source)
 
 
@@ -193,10 +194,10 @@ def default_heads(variant: Variant, first_list_kind: str | None, first_list_bloc
 APPLY_STEPS = 28
 
 
-def at_apply(setting: Any, model: Any, node: str) -> tuple[Any, Request | None]:
+def at_apply(setting: Any, model: Any, node: str) -> tuple[Any, Any]:
     """(the config to choose hooks with, the request to resolve per run) for a node's Request; a config
     given directly (tests, benchmarks) is used as it is, on every run."""
-    if not isinstance(setting, Request):
+    if not hasattr(setting, "for_run"):  # a Request, or a request planned from a calibration profile
         return setting, None
     dm = model.get_model_object("diffusion_model")
     return setting.resolve(identify(adapter_for(dm, method=node), dm), APPLY_STEPS).config, setting

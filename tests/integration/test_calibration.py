@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from graphs import SAMPLER, set_steps
+from graphs import SAMPLER, add_report, insert_model_node, set_steps
 
 from tools.runtime import dit_runtime
 from tools.runtime.comfy_client import ComfyError, PromptRejected, decode_png
@@ -124,3 +124,49 @@ def test_the_fingerprint_tells_a_lora_apart_loaded_or_not(client, calibrate_prom
 
     first, second, base = key(with_lora), key(with_lora), key(plain)
     assert first == second != base
+
+
+def flops_share(text: str) -> float:
+    line = next(x for x in text.splitlines() if x.startswith("transformer FLOPs run:"))
+    return float(line.split(":")[1].split("%")[0])
+
+
+@pytest.mark.parametrize("node", ["DiTAccelTaylorSeer", "DiTAccelFirstBlockCache", "DiTAccelCGTaylor"])
+def test_a_saved_profile_plans_the_caching_nodes_and_falls_back_where_it_does_not_fit(client, baseline_prompt,
+                                                                                      calibrate_prompt, node):
+    """Calibrate at 12 steps and save; a later prompt loads the profile into a caching node: at 12 steps the
+    report names the profile, the budget and the predicted error, and the skipped work follows the budget
+    (quality runs at least what fast runs); at 16 steps the profile does not fit, the preset's record
+    applies and the report says why."""
+    prompt = copy.deepcopy(calibrate_prompt)
+    prompt[CALIBRATE]["inputs"].update(steps=12, seed=7)
+    name = client.run(prompt).node_output(CALIBRATE)["text"][0].split()[1].rstrip(":")
+
+    def run(steps: int, preset: str) -> str:
+        graph = set_steps(copy.deepcopy(baseline_prompt), steps)
+        graph["30"] = {"class_type": "DiTAccelLoadProfile", "inputs": {"profile_name": name}}
+        insert_model_node(graph, "40", node, preset=preset, profile=["30", 0])
+        return client.run(add_report(graph)).node_output("50")["text"][0]
+
+    shares = {}
+    for preset in ("quality", "fast"):
+        text = run(12, preset)
+        settings = next(x for x in text.splitlines() if x.startswith("settings: "))
+        assert f"profile {name}, {preset} = budget" in settings and "predicted per skipped step" in settings, text
+        shares[preset] = flops_share(text)
+    assert shares["fast"] <= shares["quality"] and shares["fast"] < 100.0, shares
+    text = run(16, "balanced")
+    assert f"profile {name} not used: the profile was measured at 12 steps, this run has 16" in text, text
+    assert "preset's record applies" in text
+
+
+def test_a_profile_with_custom_values_is_refused_before_sampling(client, baseline_prompt, calibrate_prompt):
+    prompt = copy.deepcopy(calibrate_prompt)
+    prompt[CALIBRATE]["inputs"].update(steps=4, save=False)
+    graph = copy.deepcopy(baseline_prompt)
+    for key, node in prompt.items():
+        if node["class_type"] == "DiTAccelCalibrate":
+            graph[f"7{key}"] = copy.deepcopy(node)
+    insert_model_node(graph, "40", "DiTAccelTaylorSeer", preset="custom", interval=3, profile=["76", 1])
+    with pytest.raises(ComfyError, match="profile: .*preset 'custom' takes the node's own values"):
+        client.run(graph)

@@ -42,7 +42,7 @@ def test_changes_are_relative_to_the_step_before():
 
 def make_profile(steps: int = 10) -> P.Profile:
     feats = {"output": poly_features(2, steps), "stack": poly_features(1, steps),
-             "first_residual": poly_features(1, steps)}
+             "first_residual": poly_features(1, steps), "first_output": poly_features(1, steps)}
     return P.build("abc123", "wan", "wan2.1-embedded", "euler", "simple", 1024, SIGMAS[: steps + 1],
                    {"cond": feats, "uncond": feats}, {"cond": torch.ones(64), "uncond": torch.ones(64)}, max_gap=4)
 
@@ -61,7 +61,7 @@ def test_a_profile_survives_its_file(tmp_path):
     ("{not json", "Expecting property name"),
     (json.dumps({"hello": 1}), "no 'format'"),
     (json.dumps({"format": "ditaccel-profile", "version": 99}), "format version 99"),
-    (json.dumps({"format": "ditaccel-profile", "version": 1, "entries": {}}), "missing"),
+    (json.dumps({"format": "ditaccel-profile", "version": 2, "entries": {}}), "missing"),
 ])
 def test_a_corrupted_or_foreign_file_is_refused_naming_it(tmp_path, text, why):
     path = tmp_path / "bad.json"
@@ -89,7 +89,7 @@ def test_a_profile_says_why_it_does_not_fit_a_run():
 
 
 def test_build_refuses_samplers_with_several_calls_per_step():
-    feats = {"output": poly_features(1, 9), "stack": poly_features(1, 9), "first_residual": poly_features(1, 9)}
+    feats = {k: poly_features(1, 9) for k in ("output", "stack", "first_residual", "first_output")}
     with pytest.raises(ValueError, match="one per step"):
         P.build("f", "wan", "v", "heun", "simple", 1024, SIGMAS, {"cond": feats}, {"cond": torch.ones(64)})
 

@@ -1,0 +1,189 @@
+"""Settings from a profile: the least compute whose predicted error stays within a budget.
+
+The unit of every budget is the predicted relative L2 error of the final latent. A step that is not
+computed (forecast, or the rest of the stack skipped) with an output error of relative size e moves
+the final latent by about e x output_weight (profile.py); the prediction is the sum of those over the
+skipped steps, the largest over the conditioning entries at each step. A sum of magnitudes bounds
+errors that partly cancel, so the prediction leans high.
+
+- TaylorSeer: the full steps are chosen by dynamic programming over the profile's forecast errors
+  (order k forecast of step t from the full step d before it: `forecast_error[k][d - 1][t]`), the
+  fewest full steps whose summed error fits the budget, for each order the model's hooks allow; the
+  order with the fewest full steps wins (ties: the lower order).
+- First Block Cache and CG-Taylor keep their gate and choose its threshold: the gate is run on the
+  profile's own record of the gate's measure (`first_residual_gap`, `first_forecast_error`), for
+  every threshold that changes a decision, and the largest threshold whose skipped steps fit the
+  budget is taken. A skipped step's error is predicted as the order-0 forecast error of the output
+  (First Block Cache reuses the rest of the stack) or that of CG-Taylor's last-block order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ..caching.schedule import StepWindow
+from .profile import ORDERS, Profile
+
+UNIT = "predicted relative L2 error of the final latent"
+# the presets as error budgets in UNIT (what each gives on held-out captions: docs/results/calibration.md)
+BUDGETS = {"quality": 0.02, "balanced": 0.05, "fast": 0.12}
+INF = math.inf
+
+
+def budget_of(preset: str) -> float:
+    if preset not in BUDGETS:
+        raise ValueError(f"a profile turns the presets {', '.join(BUDGETS)} into error budgets; preset "
+                         f"{preset!r} takes the node's own values (disconnect the profile or pick one of those)")
+    return BUDGETS[preset]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a profile chose, and the error it predicts per step (0 where the step runs in full)."""
+
+    full_steps: tuple[int, ...]
+    order: int
+    predicted: tuple[float, ...]
+    budget: float
+    threshold: float = 0.0  # the gates' chosen threshold
+
+    @property
+    def total(self) -> float:
+        return sum(self.predicted)
+
+    @property
+    def skipped(self) -> int:
+        return len(self.predicted) - len(self.full_steps)
+
+    def per_step_text(self) -> str:
+        """The skipped steps and their predicted errors, for the report."""
+        return ", ".join(f"{i}: {e:.2g}" for i, e in enumerate(self.predicted) if i not in self.full_steps) or "none"
+
+
+def _finite(x: float) -> float:
+    return x if x == x else INF  # NaN: too few steps before it to forecast
+
+
+def skip_cost(profile: Profile, order: int, gap: int, step: int) -> float:
+    """Predicted final-latent error of not computing `step`, forecast from the full step `gap` before it."""
+    if gap < 1 or gap > profile.max_gap:
+        return INF
+    order = min(order, ORDERS[-1])
+    return max(_finite(c.forecast_error[order][gap - 1][step]) * c.output_weight[step]
+               for c in profile.entries.values())
+
+
+def forced_steps(window: StepWindow, steps: int) -> set[int]:
+    """Steps the window runs in full whatever the plan (and step 0: nothing to forecast from)."""
+    return {0} | {s for s in range(steps) if window.forced_full(s, steps)}
+
+
+def plan_schedule(profile: Profile, budget: float, orders: Sequence[int], window: StepWindow | None = None) -> Plan:
+    """The fewest full steps whose summed forecast error fits `budget`, over `orders`."""
+    n = profile.steps
+    forced = forced_steps(window or StepWindow(), n) | {n - 1}
+    best: Plan | None = None
+    for order in orders:
+        plan = _fewest_full_steps(n, budget, forced, lambda gap, step, k=order: skip_cost(profile, k, gap, step))
+        plan = Plan(plan.full_steps, order, plan.predicted, budget)
+        if best is None or (len(plan.full_steps), plan.total) < (len(best.full_steps), best.total):
+            best = plan
+    assert best is not None
+    return best
+
+
+def _fewest_full_steps(n: int, budget: float, forced: set[int], cost: Callable[[int, int], float]) -> Plan:
+    """Dynamic programming over (last full step, full steps so far): the least error for each count of full
+    steps, then the smallest count within `budget` (all steps full when none fits)."""
+    # seg[i][j]: the error of forecasting every step strictly between full steps i and j from i
+    seg: dict[tuple[int, int], float] = {}
+    for i in range(n):
+        total = 0.0
+        for j in range(i + 1, n):
+            seg[(i, j)] = total
+            if j in forced:
+                break
+            total += cost(j - i, j)
+            if total == INF:
+                break
+    # err[k][j]: least error with k full steps, the last at j; step 0 is always full
+    err: list[dict[int, float]] = [{}, {0: 0.0}]
+    back: list[dict[int, int]] = [{}, {}]
+    for k in range(2, n + 1):
+        err.append({})
+        back.append({})
+        for (i, j), e in seg.items():
+            if i in err[k - 1] and e < INF:
+                total = err[k - 1][i] + e
+                if total < err[k].get(j, INF):
+                    err[k][j], back[k][j] = total, i
+        if err[k].get(n - 1, INF) <= budget:
+            break
+    k = next((k for k in range(1, len(err)) if err[k].get(n - 1, INF) <= budget), None)
+    if k is None:
+        return Plan(tuple(range(n)), 0, (0.0,) * n, budget)
+    full = [n - 1]
+    while k > 1:
+        full.append(back[k][full[-1]])
+        k -= 1
+    full = sorted(set(full) | {0})
+    predicted = [0.0] * n
+    for a, b in itertools.pairwise(full):
+        for t in range(a + 1, b):
+            predicted[t] = cost(t - a, t)
+    return Plan(tuple(full), 0, tuple(predicted), budget)
+
+
+def gate_measure(profile: Profile, kind: str, first_block_order: int = 0) -> Callable[[int, int], float]:
+    """(gap, step) -> the gate's measure there, the largest over the entries ("fbcache" or "cg")."""
+
+    def measure(gap: int, step: int) -> float:
+        if gap < 1 or gap > profile.max_gap:
+            return INF
+        if kind == "fbcache":
+            return max(_finite(c.first_residual_gap[gap - 1][step]) for c in profile.entries.values())
+        o = min(first_block_order, ORDERS[-1])
+        return max(_finite(c.first_forecast_error[o][gap - 1][step]) for c in profile.entries.values())
+
+    return measure
+
+
+def simulate_gate(n: int, threshold: float, measure: Callable[[int, int], float], cost: Callable[[int, int], float],
+                  forced: set[int], max_skips: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """The gate's decisions over a run, on the profile: (full steps, predicted error per step)."""
+    full, predicted, last, row = [0], [0.0] * n, 0, 0
+    for step in range(1, n):
+        gap = step - last
+        if step not in forced and row < max_skips and measure(gap, step) < threshold:
+            predicted[step] = cost(gap, step)
+            row += 1
+        else:
+            full.append(step)
+            last, row = step, 0
+    return tuple(full), tuple(predicted)
+
+
+def plan_gate(profile: Profile, budget: float, kind: str, window: StepWindow, max_skips: int, order: int = 0,
+              first_block_order: int = 0, max_threshold: float = 2.0) -> Plan:
+    """The largest gate threshold whose skipped steps fit `budget` (0: the gate never skips)."""
+    n = profile.steps
+    forced = forced_steps(window, n) | {n - 1}
+    measure = gate_measure(profile, kind, first_block_order)
+    cost_order = 0 if kind == "fbcache" else order
+
+    def cost(gap: int, step: int) -> float:
+        return skip_cost(profile, cost_order, gap, step)
+
+    values = sorted({v for gap in range(1, profile.max_gap + 1) for step in range(n)
+                     if (v := measure(gap, step)) < max_threshold})
+    # a threshold just above each measured value changes one decision more than the one before
+    candidates = [0.0] + [min(max_threshold, v * 1.0001 + 1e-9) for v in values]
+    best = Plan(tuple(range(n)), order, (0.0,) * n, budget, 0.0)
+    for threshold in candidates:
+        full, predicted = simulate_gate(n, threshold, measure, cost, forced, max_skips)
+        if sum(predicted) <= budget and len(full) < len(best.full_steps):
+            best = Plan(full, order, predicted, budget, round(threshold, 6))
+    return best
