@@ -91,8 +91,8 @@ class DiTAccelCalibrate(io.ComfyNode):
         final = profile.probe(samples)
         result = profile.build(model_fingerprint(model), adapter.family, identify(adapter, dm).name,
                                sampler_name, scheduler, int(samples[0, 0].numel()), recording.sigmas,
-                               recording.features, {e: final for e in recording.features})
-        text = f"profile {result.name}: {steps} steps, entries {', '.join(result.entries)}"
+                               recording.features, {e: final for e in recording.features}, cfg=cfg)
+        text = f"profile {result.name}: {steps} steps, cfg {cfg:g}, entries {', '.join(result.entries)}"
         if save:
             path = store.save(result, profiles_folder())
             text += f"; saved to {path}"

@@ -3,8 +3,8 @@
 The unit of every budget is the predicted relative L2 error of the final latent. A step that is not
 computed (forecast, or the rest of the stack skipped) with an output error of relative size e moves
 the final latent by about e x output_weight (profile.py); the prediction is the sum of those over the
-skipped steps, the largest over the conditioning entries at each step. A sum of magnitudes bounds
-errors that partly cancel, so the prediction leans high.
+skipped steps, read on the guided output where the run used CFG (else the largest over the entries).
+A sum of magnitudes bounds errors that partly cancel, so the prediction leans high.
 
 - TaylorSeer: the full steps are chosen by dynamic programming over the profile's forecast errors
   (order k forecast of step t from the full step d before it: `forecast_error[k][d - 1][t]`), the
@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..caching.schedule import StepWindow
-from .profile import ORDERS, Profile
+from .profile import GUIDED, ORDERS, EntryCurves, Profile
 
 UNIT = "predicted relative L2 error of the final latent"
 # the presets as error budgets in UNIT (what each gives on held-out captions: docs/results/calibration.md)
@@ -67,13 +67,25 @@ def _finite(x: float) -> float:
     return x if x == x else INF  # NaN: too few steps before it to forecast
 
 
+def output_entries(profile: Profile) -> list[EntryCurves]:
+    """What the final latent follows: the guided output with CFG, else each entry."""
+    if GUIDED in profile.entries:
+        return [profile.entries[GUIDED]]
+    return list(profile.entries.values())
+
+
+def gate_entries(profile: Profile) -> list[EntryCurves]:
+    """The entries a gate compares (each conditioning entry; the guided output has no gate measures)."""
+    return [c for name, c in profile.entries.items() if name != GUIDED]
+
+
 def skip_cost(profile: Profile, order: int, gap: int, step: int) -> float:
     """Predicted final-latent error of not computing `step`, forecast from the full step `gap` before it."""
     if gap < 1 or gap > profile.max_gap:
         return INF
     order = min(order, ORDERS[-1])
     return max(_finite(c.forecast_error[order][gap - 1][step]) * c.output_weight[step]
-               for c in profile.entries.values())
+               for c in output_entries(profile))
 
 
 def forced_steps(window: StepWindow, steps: int) -> set[int]:
@@ -144,9 +156,9 @@ def gate_measure(profile: Profile, kind: str, first_block_order: int = 0) -> Cal
         if gap < 1 or gap > profile.max_gap:
             return INF
         if kind == "fbcache":
-            return max(_finite(c.first_residual_gap[gap - 1][step]) for c in profile.entries.values())
+            return max(_finite(c.first_residual_gap[gap - 1][step]) for c in gate_entries(profile))
         o = min(first_block_order, ORDERS[-1])
-        return max(_finite(c.first_forecast_error[o][gap - 1][step]) for c in profile.entries.values())
+        return max(_finite(c.first_forecast_error[o][gap - 1][step]) for c in gate_entries(profile))
 
     return measure
 

@@ -18,6 +18,12 @@ Block Cache and CG-Taylor compare). From the probes it computes the curves a pro
   compares), and `first_forecast_error[order][gap - 1][step]`, the relative L1 error of a Taylor forecast
   of the first block's output (what CG-Taylor compares).
 
+With CFG, the sampler steps along the guided output uncond + cfg (cond - uncond), not along either
+entry: an error in cond moves the final latent cfg times as far. So a run with both entries also gets a
+`guided` entry, its output probes combined from the two (a Taylor forecast is linear in the values, so a
+forecast of both entries combined is the forecast of the guided output): its forecast errors and
+weights are what the final latent sees. It has no gate measures (NaN): the gates compare each entry.
+
 Profiles are JSON (never pickle), keyed by the model's fingerprint, family, steps, sampler and
 scheduler and a size bucket (the latent's positions, frames x height x width, to a power of two),
 so a later run finds the one that fits it or says why none does.
@@ -39,6 +45,7 @@ from ..caching.forecast import TaylorForecaster
 
 FORMAT = "ditaccel-profile"
 VERSION = 2
+GUIDED = "guided"  # the entry CFG's combination of cond and uncond makes
 ORDERS = (0, 1, 2)
 MAX_GAP = 8  # forecasts over up to this many steps (the presets' longest interval at 28 steps)
 PROBE_ELEMENTS = 1 << 20  # a feature's probe keeps about this many elements (every k-th), whatever its size
@@ -149,7 +156,8 @@ class Profile:
     scheduler: str
     size_bucket: str
     sigmas: list[float]  # the run's sample sigmas (steps + 1)
-    entries: dict[str, EntryCurves] = field(default_factory=dict)  # "cond", "uncond"
+    entries: dict[str, EntryCurves] = field(default_factory=dict)  # "cond", "uncond", "guided"
+    cfg: float = 1.0  # the guidance scale the guided entry combines cond and uncond with
     format: str = FORMAT
     version: int = VERSION
 
@@ -181,12 +189,12 @@ class Profile:
 
 def build(fingerprint: str, family: str, variant: str, sampler: str, scheduler: str, positions: int,
           sigmas: Sequence[float], features: dict[str, dict[str, list[torch.Tensor]]],
-          final: dict[str, torch.Tensor], max_gap: int = MAX_GAP) -> Profile:
+          final: dict[str, torch.Tensor], max_gap: int = MAX_GAP, cfg: float = 1.0) -> Profile:
     """The profile of one calibration run. `features[entry]` holds the per-step probes "output", "stack",
     "first_residual", "first_output"; `final[entry]` the probe of the final latent (the sampler's result)."""
     steps = len(sigmas) - 1
     profile = Profile(fingerprint, family, variant, steps, sampler, scheduler, size_bucket(positions),
-                      [float(s) for s in sigmas])
+                      [float(s) for s in sigmas], cfg=float(cfg))
     for entry, feats in features.items():
         outputs = feats["output"]
         if len(outputs) != steps:
@@ -201,6 +209,15 @@ def build(fingerprint: str, family: str, variant: str, sampler: str, scheduler: 
                                              gap_changes(feats["first_residual"], max_gap),
                                              forecast_errors(sigmas[:steps], feats["first_output"], max_gap,
                                                              _rel_l1))
+    if {"cond", "uncond"} <= set(features) and cfg != 1.0:
+        cond, uncond = features["cond"]["output"], features["uncond"]["output"]
+        guided = [u + cfg * (c - u) for c, u in zip(cond, uncond, strict=True)]
+        final_rms = _rms(final["cond"]) or float("nan")
+        nan = [float("nan")] * steps
+        profile.entries[GUIDED] = EntryCurves(
+            changes(guided), nan, nan,
+            [abs(sigmas[i + 1] - sigmas[i]) * _rms(guided[i]) / final_rms for i in range(steps)],
+            forecast_errors(sigmas[:steps], guided, max_gap), [nan] * max_gap, [[nan] * max_gap for _ in ORDERS])
     return profile
 
 

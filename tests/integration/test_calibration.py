@@ -35,7 +35,7 @@ def test_calibrate_saves_a_profile_that_load_profile_reads_in_a_later_prompt(cli
     assert name in saved_profiles()
     assert decode_png(result.images[0]).shape == (256, 256, 3)  # the full-compute sample, decoded
     data = json.loads((PROFILES / name).read_text())
-    assert data["format"] == "ditaccel-profile" and set(data["entries"]) == {"cond", "uncond"}
+    assert data["format"] == "ditaccel-profile" and set(data["entries"]) == {"cond", "uncond", "guided"}
     assert len(data["entries"]["cond"]["output_change"]) == 10
     # a second prompt picks it from the list (the combo is the folder's content)
     info = client.object_info()["DiTAccelLoadProfile"]  # read again: the list changed
@@ -168,5 +168,5 @@ def test_a_profile_with_custom_values_is_refused_before_sampling(client, baselin
         if node["class_type"] == "DiTAccelCalibrate":
             graph[f"7{key}"] = copy.deepcopy(node)
     insert_model_node(graph, "40", "DiTAccelTaylorSeer", preset="custom", interval=3, profile=["76", 1])
-    with pytest.raises(ComfyError, match="profile: .*preset 'custom' takes the node's own values"):
+    with pytest.raises(ComfyError, match=r"profile: .*preset 'custom' takes the node's own values"):
         client.run(graph)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from comfyui_ditaccel.accel_core.calibration import profile as P
@@ -132,3 +133,23 @@ def test_a_loaded_lora_does_not_change_the_fingerprint_of_the_same_model_and_lor
         assert P.fingerprint(*weights_and_patches(lora)) == before
     finally:
         lora.unpatch_model()
+
+
+def test_with_cfg_the_guided_output_is_what_the_plan_reads():
+    """A forecast is linear in its values: the guided entry's errors are those of uncond + cfg (cond - uncond),
+    which an error in cond reaches cfg times over."""
+    from comfyui_ditaccel.accel_core.calibration import plan
+
+    cond = {k: poly_features(2) for k in ("output", "stack", "first_residual", "first_output")}
+    uncond = {k: [0.9 * t for t in poly_features(2)] for k in cond}
+    final = {"cond": torch.ones(64), "uncond": torch.ones(64)}
+    p = P.build("f", "wan", "v", "euler", "simple", 1024, SIGMAS, {"cond": cond, "uncond": uncond}, final,
+                max_gap=3, cfg=5.0)
+    guided = [u + 5.0 * (c - u) for c, u in zip(cond["output"], uncond["output"], strict=True)]
+    np.testing.assert_allclose(p.entries[P.GUIDED].forecast_error, P.forecast_errors(SIGMAS[:10], guided, max_gap=3))
+    assert plan.output_entries(p) == [p.entries[P.GUIDED]]
+    assert plan.gate_entries(p) == [p.entries["cond"], p.entries["uncond"]]
+    assert p.entries[P.GUIDED].output_weight[3] == pytest.approx(1.4 * p.entries["cond"].output_weight[3], rel=1e-4)
+    no_cfg = P.build("f", "wan", "v", "euler", "simple", 1024, SIGMAS, {"cond": cond, "uncond": uncond}, final,
+                     max_gap=3)
+    assert P.GUIDED not in no_cfg.entries

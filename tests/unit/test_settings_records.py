@@ -240,7 +240,7 @@ def test_the_node_widgets_are_settings_of_their_configs():
              records.FBCACHE: caching.DiTAccelFirstBlockCache, records.RAS: spatial.DiTAccelRAS,
              records.JIT: spatial.DiTAccelJiT, records.SPARSE: attention.DiTAccelSparseAttention}
     for method, node in nodes.items():
-        names = {i.id for i in node.define_schema().inputs} - {"model", "preset"}
+        names = {i.id for i in node.define_schema().inputs} - {"model", "preset", "profile"}
         assert names <= SPECS[method].inputs, (method, names - SPECS[method].inputs)
         assert SPECS[method].node == node.define_schema().node_id
 
