@@ -7,14 +7,15 @@ skipped steps, read on the guided output where the run used CFG (else the larges
 A sum of magnitudes bounds errors that partly cancel, so the prediction leans high.
 
 - TaylorSeer: the full steps are chosen by dynamic programming over the profile's forecast errors
-  (order k forecast of step t from the full step d before it: `forecast_error[k][d - 1][t]`), the
-  fewest full steps whose summed error fits the budget, for each order the model's hooks allow; the
-  order with the fewest full steps wins (ties: the lower order).
+  (order k forecast of step t from the full step d before it: `forecast_error[k][d - 1][t]`, or the
+  stack's for granularity `blocks`), the fewest full steps whose summed error fits the budget, for
+  each order the model's hooks allow; the order with the fewest full steps wins (ties: the lower).
 - First Block Cache and CG-Taylor keep their gate and choose its threshold: the gate is run on the
   profile's own record of the gate's measure (`first_residual_gap`, `first_forecast_error`), for
   every threshold that changes a decision, and the largest threshold whose skipped steps fit the
-  budget is taken. A skipped step's error is predicted as the order-0 forecast error of the output
-  (First Block Cache reuses the rest of the stack) or that of CG-Taylor's last-block order.
+  budget is taken. A skipped step's error is what the method puts in place of the stack: the rest
+  of the stack's residual from the last full step (First Block Cache), the stack output's forecast at
+  CG-Taylor's order.
 """
 
 from __future__ import annotations
@@ -79,13 +80,39 @@ def gate_entries(profile: Profile) -> list[EntryCurves]:
     return [c for name, c in profile.entries.items() if name != GUIDED]
 
 
-def skip_cost(profile: Profile, order: int, gap: int, step: int) -> float:
-    """Predicted final-latent error of not computing `step`, forecast from the full step `gap` before it."""
+OUTPUT, STACK, REST = "output", "stack", "rest"  # what a method puts in place of what it does not compute
+
+
+def _first_finite(values: Sequence[float]) -> float:
+    return next((v for v in values if v == v), INF)
+
+
+def skip_cost(profile: Profile, order: int, gap: int, step: int, feature: str = OUTPUT) -> float:
+    """Predicted final-latent error of not computing `step`, filled from the full step `gap` before it.
+
+    `feature`: OUTPUT, the model's output forecast at `order` (TaylorSeer `output`; on the guided output
+    where CFG ran); STACK, the stack's output forecast (TaylorSeer `blocks`, CG-Taylor); REST, the rest
+    of the stack's residual reused (First Block Cache). A forecaster with fewer full steps behind it than
+    its order needs runs at the order its history allows, so a missing value falls back to lower orders.
+    Stack-level errors are per entry: with CFG one entry's error reaches the final latent up to cfg times
+    over, so they are scaled by it."""
     if gap < 1 or gap > profile.max_gap:
         return INF
-    order = min(order, ORDERS[-1])
-    return max(_finite(c.forecast_error[order][gap - 1][step]) * c.output_weight[step]
-               for c in output_entries(profile))
+    orders = list(range(min(order, ORDERS[-1]), -1, -1))
+    if feature == OUTPUT:
+        return max(_first_finite([c.forecast_error[o][gap - 1][step] for o in orders]) * c.output_weight[step]
+                   for c in output_entries(profile))
+    amplify = profile.cfg if GUIDED in profile.entries else 1.0
+    costs = []
+    for c in gate_entries(profile):
+        if feature == STACK:
+            err = _first_finite([c.stack_forecast_error[o][gap - 1][step] for o in orders])
+        else:
+            err = _finite(c.rest_residual_gap[gap - 1][step])
+        costs.append(err * amplify * c.output_weight[step])
+    cost = max(costs, default=INF)
+    # a family whose stack output the profile could not compare (shapes differ) falls back to the output
+    return cost if cost < INF else skip_cost(profile, order, gap, step)
 
 
 def forced_steps(window: StepWindow, steps: int) -> set[int]:
@@ -93,16 +120,18 @@ def forced_steps(window: StepWindow, steps: int) -> set[int]:
     return {0} | {s for s in range(steps) if window.forced_full(s, steps)}
 
 
-def plan_schedule(profile: Profile, budget: float, orders: Sequence[int], window: StepWindow | None = None) -> Plan:
+def plan_schedule(profile: Profile, budget: float, orders: Sequence[int], window: StepWindow | None = None,
+                  feature: str = OUTPUT) -> Plan:
     """The fewest full steps whose summed forecast error fits `budget`, over `orders`."""
     n = profile.steps
     forced = forced_steps(window or StepWindow(), n) | {n - 1}
     best: Plan | None = None
     for order in orders:
-        plan = _fewest_full_steps(n, budget, forced, lambda gap, step, k=order: skip_cost(profile, k, gap, step))
-        plan = Plan(plan.full_steps, order, plan.predicted, budget)
-        if best is None or (len(plan.full_steps), plan.total) < (len(best.full_steps), best.total):
-            best = plan
+        found = _fewest_full_steps(n, budget, forced,
+                                   lambda gap, step, k=order: skip_cost(profile, k, gap, step, feature))
+        found = Plan(found.full_steps, order, found.predicted, budget)
+        if best is None or (len(found.full_steps), found.total) < (len(best.full_steps), best.total):
+            best = found
     assert best is not None
     return best
 
@@ -157,8 +186,9 @@ def gate_measure(profile: Profile, kind: str, first_block_order: int = 0) -> Cal
             return INF
         if kind == "fbcache":
             return max(_finite(c.first_residual_gap[gap - 1][step]) for c in gate_entries(profile))
-        o = min(first_block_order, ORDERS[-1])
-        return max(_finite(c.first_forecast_error[o][gap - 1][step]) for c in gate_entries(profile))
+        orders = range(min(first_block_order, ORDERS[-1]), -1, -1)
+        return max(_first_finite([c.first_forecast_error[o][gap - 1][step] for o in orders])
+                   for c in gate_entries(profile))
 
     return measure
 
@@ -184,10 +214,10 @@ def plan_gate(profile: Profile, budget: float, kind: str, window: StepWindow, ma
     n = profile.steps
     forced = forced_steps(window, n) | {n - 1}
     measure = gate_measure(profile, kind, first_block_order)
-    cost_order = 0 if kind == "fbcache" else order
+    feature = REST if kind == "fbcache" else STACK
 
     def cost(gap: int, step: int) -> float:
-        return skip_cost(profile, cost_order, gap, step)
+        return skip_cost(profile, order, gap, step, feature)
 
     values = sorted({v for gap in range(1, profile.max_gap + 1) for step in range(n)
                      if (v := measure(gap, step)) < max_threshold})

@@ -16,7 +16,12 @@ Block Cache and CG-Taylor compare). From the probes it computes the curves a pro
 - the gates' own measures, so a threshold can be chosen on them: `first_residual_gap[gap - 1][step]`,
   the relative L1 change of the first block's residual from `gap` steps before (what First Block Cache
   compares), and `first_forecast_error[order][gap - 1][step]`, the relative L1 error of a Taylor forecast
-  of the first block's output (what CG-Taylor compares).
+  of the first block's output (what CG-Taylor compares);
+- what the block-level methods put in place of the stack's output: `stack_forecast_error[order][gap -
+  1][step]`, the relative L2 error of a Taylor forecast of the stack's output (TaylorSeer `blocks`,
+  CG-Taylor), and `rest_residual_gap[gap - 1][step]`, the change of the rest of the stack's residual
+  (stack output - first block output) from `gap` steps before, relative to the stack's output (what
+  First Block Cache's reuse of that residual misses). NaN where the two outputs differ in shape.
 
 With CFG, the sampler steps along the guided output uncond + cfg (cond - uncond), not along either
 entry: an error in cond moves the final latent cfg times as far. So a run with both entries also gets a
@@ -115,6 +120,23 @@ def gap_changes(probes: Sequence[torch.Tensor], max_gap: int = MAX_GAP) -> list[
             for gap in range(1, max_gap + 1)]
 
 
+def rest_gaps(stack: Sequence[torch.Tensor], first: Sequence[torch.Tensor],
+              max_gap: int = MAX_GAP) -> list[list[float]]:
+    """[gap - 1][step]: |rest(step) - rest(step - gap)| / |stack(step)|, rest = stack - first (NaN: shapes differ)."""
+    n = len(stack)
+    if any(a.shape != b.shape for a, b in zip(stack, first, strict=True)):
+        return [[float("nan")] * n for _ in range(max_gap)]
+    rest = [a - b for a, b in zip(stack, first, strict=True)]
+    out = []
+    for gap in range(1, max_gap + 1):
+        row = []
+        for s in range(n):
+            den = float(stack[s].norm()) if s >= gap else 0.0
+            row.append(float((rest[s] - rest[s - gap]).norm()) / den if den > 0 else float("nan"))
+        out.append(row)
+    return out
+
+
 def forecast_errors(sigmas: Sequence[float], probes: Sequence[torch.Tensor], max_gap: int = MAX_GAP,
                     metric: Any = _rel) -> list[list[list[float]]]:
     """[order][gap - 1][step]: the forecast of step `step` from steps step - gap, step - 2 gap, ... ."""
@@ -144,6 +166,8 @@ class EntryCurves:
     forecast_error: list[list[list[float]]]  # [order][gap - 1][step]
     first_residual_gap: list[list[float]]  # [gap - 1][step], relative L1 (First Block Cache's gate)
     first_forecast_error: list[list[list[float]]]  # [order][gap - 1][step], relative L1 (CG-Taylor's gate)
+    stack_forecast_error: list[list[list[float]]]  # [order][gap - 1][step], relative L2
+    rest_residual_gap: list[list[float]]  # [gap - 1][step], relative L2 to the stack's output
 
 
 @dataclass
@@ -208,7 +232,9 @@ def build(fingerprint: str, family: str, variant: str, sampler: str, scheduler: 
                                              forecast_errors(sigmas[:steps], outputs, max_gap),
                                              gap_changes(feats["first_residual"], max_gap),
                                              forecast_errors(sigmas[:steps], feats["first_output"], max_gap,
-                                                             _rel_l1))
+                                                             _rel_l1),
+                                             forecast_errors(sigmas[:steps], feats["stack"], max_gap),
+                                             rest_gaps(feats["stack"], feats["first_output"], max_gap))
     if {"cond", "uncond"} <= set(features) and cfg != 1.0:
         cond, uncond = features["cond"]["output"], features["uncond"]["output"]
         guided = [u + cfg * (c - u) for c, u in zip(cond, uncond, strict=True)]
@@ -217,7 +243,8 @@ def build(fingerprint: str, family: str, variant: str, sampler: str, scheduler: 
         profile.entries[GUIDED] = EntryCurves(
             changes(guided), nan, nan,
             [abs(sigmas[i + 1] - sigmas[i]) * _rms(guided[i]) / final_rms for i in range(steps)],
-            forecast_errors(sigmas[:steps], guided, max_gap), [nan] * max_gap, [[nan] * max_gap for _ in ORDERS])
+            forecast_errors(sigmas[:steps], guided, max_gap), [nan] * max_gap, [[nan] * max_gap for _ in ORDERS],
+            [[nan] * max_gap for _ in ORDERS], [nan] * max_gap)
     return profile
 
 
@@ -246,10 +273,11 @@ def load(path: Path | str) -> Profile:
         lengths = {len(curves.output_change), len(curves.stack_change), len(curves.first_residual_change),
                    len(curves.output_weight)}
         _check(lengths == {steps}, path, f"entry {entry}: curves of {sorted(lengths)} values for {steps} steps")
-        for name in ("forecast_error", "first_forecast_error"):
+        for name in ("forecast_error", "first_forecast_error", "stack_forecast_error"):
             table = getattr(curves, name)
             _check(len(table) == len(ORDERS) and all(len(row) == steps for order in table for row in order),
                    path, f"entry {entry}: {name} of the wrong shape")
-        _check(all(len(row) == steps for row in curves.first_residual_gap), path,
-               f"entry {entry}: first_residual_gap of the wrong shape")
+        for name in ("first_residual_gap", "rest_residual_gap"):
+            _check(all(len(row) == steps for row in getattr(curves, name)), path,
+                   f"entry {entry}: {name} of the wrong shape")
     return profile

@@ -68,8 +68,10 @@ class ProfiledRequest:
         skips = max(profile.max_gap - 1, 0)  # the profile predicts forecasts over at most max_gap steps
         window = StepWindow(0, config.start_percent, config.end_percent)
         if self.request.method == records.TAYLORSEER:
-            orders = ORDERS if config.granularity == OUTPUT else (min(config.order, ORDERS[-1]),)
-            chosen = plan.plan_schedule(profile, budget, orders, window)
+            if config.granularity == OUTPUT:
+                chosen = plan.plan_schedule(profile, budget, ORDERS, window)
+            else:
+                chosen = plan.plan_schedule(profile, budget, (min(config.order, ORDERS[-1]),), window, plan.STACK)
             order = chosen.order if config.granularity == OUTPUT else config.order
             gaps = [b - a for a, b in itertools.pairwise(chosen.full_steps)] or [1]
             return replace(config, full_steps=chosen.full_steps, order=order, threshold=0.0, warmup_steps=0,

@@ -33,7 +33,8 @@ def curves(steps: int, slope: float, bump: int = -1) -> EntryCurves:
             for g in range(1, MAX_GAP + 1)]
     weight = [1.0 / steps] * steps
     nan = [math.nan] * steps
-    return EntryCurves(nan, nan, nan, weight, table, gaps, table)
+    rest = [[0.5 * v for v in row] for row in gaps]
+    return EntryCurves(nan, nan, nan, weight, table, gaps, table, table, rest)
 
 
 def profile(steps: int = 10, slope: float = 0.05) -> Profile:
@@ -136,3 +137,21 @@ def test_a_profile_that_does_not_fit_falls_back_to_the_record_with_the_reason(st
 def test_custom_values_and_a_profile_do_not_mix():
     with pytest.raises(ValueError, match=r"^profile: .*preset 'custom' takes the node's own values"):
         ProfiledRequest(Request(records.TAYLORSEER, "custom", {"interval": 3}), profile(), "fp")
+
+
+def test_a_forecast_short_of_history_costs_what_its_lower_order_does():
+    p = profile()
+    c = p.entries["cond"]
+    # order 2 from gap 2 needs 6 steps behind step 4: the forecaster runs at order 1 there (4 steps behind)
+    assert math.isnan(c.forecast_error[2][1][4]) and not math.isnan(c.forecast_error[1][1][4])
+    assert plan.skip_cost(p, 2, 2, 4) == pytest.approx(c.forecast_error[1][1][4] * c.output_weight[4])
+
+
+def test_stack_level_errors_reach_the_final_latent_cfg_times_over():
+    from comfyui_ditaccel.accel_core.calibration.profile import GUIDED
+
+    p = profile()
+    plain = plan.skip_cost(p, 0, 1, 5, plan.REST)
+    assert plain == pytest.approx(max(e.rest_residual_gap[0][5] * e.output_weight[5] for e in p.entries.values()))
+    p.entries[GUIDED], p.cfg = curves(p.steps, 0.05), 4.0
+    assert plan.skip_cost(p, 0, 1, 5, plan.REST) == pytest.approx(4.0 * plain)

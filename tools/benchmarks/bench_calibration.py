@@ -100,11 +100,17 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def observed(heldout: Profile, node: str, order: int, full: list[int], step: int) -> float:
+def feature(node: str, settings: str) -> str:
+    """What the node puts in place of what it skips (plan.skip_cost's feature), from the report's settings."""
+    if node == "FirstBlockCache":
+        return plan.REST
+    return plan.OUTPUT if node == "TaylorSeer" and ", output" in settings else plan.STACK
+
+
+def observed(heldout: Profile, what: str, order: int, full: list[int], step: int) -> float:
     """The error the skipped `step` had on the held-out case, read on its own profile (same gap, same order)."""
     last = max((f for f in full if f < step), default=0)
-    cost_order = 0 if node == "FirstBlockCache" else order
-    return plan.skip_cost(heldout, cost_order, step - last, step)
+    return plan.skip_cost(heldout, order, step - last, step, what)
 
 
 @dataclass
@@ -161,7 +167,8 @@ def main() -> int:
                         for step, predicted in o.predicted.items():
                             if step not in o.full_steps:
                                 pairs[short][0].append(predicted)
-                                pairs[short][1].append(observed(heldout, short, order, o.full_steps, step))
+                                what = feature(short, o.settings)
+                                pairs[short][1].append(observed(heldout, what, order, o.full_steps, step))
                     row = Row(steps, short, preset, float(np.mean([o.flops for o in rec])),
                               float(np.mean([o.flops for o in pro])), float(np.mean([o.psnr for o in rec])),
                               min(o.psnr for o in rec), float(np.mean([o.psnr for o in pro])),
