@@ -38,7 +38,7 @@ class DiTAccelCalibrate(io.ComfyNode):
             description="Samples once at full compute, as KSampler, and measures per step and per cond / uncond "
                         "entry how the model's features move: the relative change of the output, of the block "
                         "stack's output and of the first block's residual, and the error of Taylor forecasts of "
-                        "orders 0-2 over gaps of 1-8 steps. Saves the profile in ComfyUI's user folder "
+                        "orders 0-2 over gaps of 1-16 steps. Saves the profile in ComfyUI's user folder "
                         "(user/ditaccel/profiles/), keyed by the model's fingerprint, steps, sampler and size.",
             inputs=[
                 io.Model.Input("model", tooltip=f"The diffusion model as you sample it, LoRAs applied ({FAMILIES}); "

@@ -52,8 +52,8 @@ FORMAT = "ditaccel-profile"
 VERSION = 2
 GUIDED = "guided"  # the entry CFG's combination of cond and uncond makes
 ORDERS = (0, 1, 2)
-MAX_GAP = 8  # forecasts over up to this many steps (the presets' longest interval at 28 steps)
-PROBE_ELEMENTS = 1 << 20  # a feature's probe keeps about this many elements (every k-th), whatever its size
+MAX_GAP = 16  # forecasts over up to this many steps (the presets' longest intervals reach 14 at 28 steps, 19 at 50)
+PROBE_ELEMENTS = 1 << 18  # a feature's probe keeps about this many elements (every k-th), whatever its size
 
 
 class ProfileError(ValueError):

@@ -147,11 +147,12 @@ def test_a_forecast_short_of_history_costs_what_its_lower_order_does():
     assert plan.skip_cost(p, 2, 2, 4) == pytest.approx(c.forecast_error[1][1][4] * c.output_weight[4])
 
 
-def test_stack_level_errors_reach_the_final_latent_cfg_times_over():
+def test_stack_level_errors_are_read_as_the_same_relative_error_of_the_guided_output():
     from comfyui_ditaccel.accel_core.calibration.profile import GUIDED
 
     p = profile()
     plain = plan.skip_cost(p, 0, 1, 5, plan.REST)
     assert plain == pytest.approx(max(e.rest_residual_gap[0][5] * e.output_weight[5] for e in p.entries.values()))
     p.entries[GUIDED], p.cfg = curves(p.steps, 0.05), 4.0
-    assert plan.skip_cost(p, 0, 1, 5, plan.REST) == pytest.approx(4.0 * plain)
+    p.entries[GUIDED].output_weight = [3.0 / p.steps] * p.steps  # the guided output moves three times as far
+    assert plan.skip_cost(p, 0, 1, 5, plan.REST) == pytest.approx(3.0 * plain)
