@@ -170,3 +170,16 @@ def test_a_profile_with_custom_values_is_refused_before_sampling(client, baselin
     insert_model_node(graph, "40", "DiTAccelTaylorSeer", preset="custom", interval=3, profile=["76", 1])
     with pytest.raises(ComfyError, match=r"profile: .*preset 'custom' takes the node's own values"):
         client.run(graph)
+
+
+def test_the_calibrated_taylorseer_workflow_plans_from_its_own_calibration(client):
+    """workflows/api/taylorseer_calibrated.json: Calibrate's profile output feeds TaylorSeer in the same graph,
+    so one run measures (then ComfyUI's cache keeps it) and samples with the planned schedule."""
+    prompt = json.loads((dit_runtime.REPO / "workflows" / "api" / "taylorseer_calibrated.json").read_text())
+    prompt["60"]["inputs"].update(steps=10, save=False)
+    prompt[SAMPLER]["inputs"]["steps"] = 10
+    result = client.run(prompt)
+    text = result.node_output("50")["text"][0]
+    assert "settings: DiTAccelTaylorSeer balanced" in text and ", balanced = budget 0.05" in text, text
+    assert flops_share(text) < 100.0
+    assert decode_png(result.images[0]).shape == (256, 256, 3)

@@ -27,6 +27,7 @@ _METHODS = {
     "jit": "JiT anchor tokens",
     "headhunter": "HeadHunter picks SoftPAG heads",
     "calibrate": "Calibrate, measure the model once",
+    "taylorseer_calibrated": "TaylorSeer set by a calibration",
 }
 
 
