@@ -183,3 +183,13 @@ def test_the_calibrated_taylorseer_workflow_plans_from_its_own_calibration(clien
     assert "settings: DiTAccelTaylorSeer balanced" in text and ", balanced = budget 0.05" in text, text
     assert flops_share(text) < 100.0
     assert decode_png(result.images[0]).shape == (256, 256, 3)
+
+
+def test_the_saved_profile_workflow_uses_what_the_calibrate_workflow_saved(client, calibrate_prompt):
+    """workflows/api/taylorseer_saved_profile.json names the profile workflows/api/calibrate.json saves for the
+    embedded model (same weights, 28 steps, euler / simple, 256 px): run in that order, the second plans from it."""
+    saved = client.run(calibrate_prompt).node_output(CALIBRATE)["text"][0].split()[1].rstrip(":")
+    prompt = json.loads((dit_runtime.REPO / "workflows" / "api" / "taylorseer_saved_profile.json").read_text())
+    assert prompt["30"]["inputs"]["profile_name"] == saved
+    text = client.run(prompt).node_output("50")["text"][0]
+    assert f"profile {saved}, balanced = budget 0.05" in text, text

@@ -28,6 +28,7 @@ _METHODS = {
     "headhunter": "HeadHunter picks SoftPAG heads",
     "calibrate": "Calibrate, measure the model once",
     "taylorseer_calibrated": "TaylorSeer set by a calibration",
+    "taylorseer_saved_profile": "TaylorSeer with a saved profile",
 }
 
 
