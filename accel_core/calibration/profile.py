@@ -46,14 +46,12 @@ from typing import Any
 
 import torch
 
-from ..caching.forecast import TaylorForecaster
-
 FORMAT = "ditaccel-profile"
 VERSION = 2
 GUIDED = "guided"  # the entry CFG's combination of cond and uncond makes
 ORDERS = (0, 1, 2)
 MAX_GAP = 16  # forecasts over up to this many steps (the presets' longest intervals reach 14 at 28 steps, 19 at 50)
-PROBE_ELEMENTS = 1 << 18  # a feature's probe keeps about this many elements (every k-th), whatever its size
+PROBE_ELEMENTS = 1 << 16  # a feature's probe keeps about this many elements (every k-th), whatever its size
 
 
 class ProfileError(ValueError):
@@ -113,11 +111,31 @@ def changes(probes: Sequence[torch.Tensor]) -> list[float]:
     return [float("nan")] + [_rel(probes[i], probes[i - 1]) for i in range(1, len(probes))]
 
 
+L1, L2 = "l1", "l2"
+
+
+def _rel_rows(pred: torch.Tensor, true: torch.Tensor, metric: str) -> list[float]:
+    """Per row of [rows, values]: |pred - true| / |true| in L2, or mean |pred - true| / mean |true| in L1."""
+    diff = pred - true
+    if metric == L1:
+        num, den = diff.abs().mean(dim=1), true.abs().mean(dim=1)
+    else:
+        num, den = diff.norm(dim=1), true.norm(dim=1)
+    return [float(a) / float(b) if float(b) > 0 else float("nan") for a, b in zip(num, den, strict=True)]
+
+
+def _stacked(probes: Sequence[torch.Tensor]) -> torch.Tensor:
+    return torch.stack([t.flatten().float() for t in probes])
+
+
 def gap_changes(probes: Sequence[torch.Tensor], max_gap: int = MAX_GAP) -> list[list[float]]:
     """[gap - 1][step]: relative L1 change of a feature from `gap` steps before (NaN where there is none)."""
-    n = len(probes)
-    return [[_rel_l1(probes[s], probes[s - gap]) if s >= gap else float("nan") for s in range(n)]
-            for gap in range(1, max_gap + 1)]
+    n, table = len(probes), _stacked(probes)
+    out = []
+    for gap in range(1, max_gap + 1):
+        rows = _rel_rows(table[: max(n - gap, 0)], table[gap:], L1) if gap < n else []
+        out.append([float("nan")] * min(gap, n) + rows)
+    return out
 
 
 def rest_gaps(stack: Sequence[torch.Tensor], first: Sequence[torch.Tensor],
@@ -126,32 +144,46 @@ def rest_gaps(stack: Sequence[torch.Tensor], first: Sequence[torch.Tensor],
     n = len(stack)
     if any(a.shape != b.shape for a, b in zip(stack, first, strict=True)):
         return [[float("nan")] * n for _ in range(max_gap)]
-    rest = [a - b for a, b in zip(stack, first, strict=True)]
+    full = _stacked(stack)
+    rest = full - _stacked(first)
     out = []
     for gap in range(1, max_gap + 1):
-        row = []
-        for s in range(n):
-            den = float(stack[s].norm()) if s >= gap else 0.0
-            row.append(float((rest[s] - rest[s - gap]).norm()) / den if den > 0 else float("nan"))
-        out.append(row)
+        if gap >= n:
+            out.append([float("nan")] * n)
+            continue
+        num, den = (rest[gap:] - rest[:-gap]).norm(dim=1), full[gap:].norm(dim=1)
+        out.append([float("nan")] * gap + [float(a) / float(b) if float(b) > 0 else float("nan")
+                                           for a, b in zip(num, den, strict=True)])
     return out
 
 
 def forecast_errors(sigmas: Sequence[float], probes: Sequence[torch.Tensor], max_gap: int = MAX_GAP,
-                    metric: Any = _rel) -> list[list[list[float]]]:
-    """[order][gap - 1][step]: the forecast of step `step` from steps step - gap, step - 2 gap, ... ."""
-    n = len(probes)
+                    metric: str = L2) -> list[list[list[float]]]:
+    """[order][gap - 1][step]: the forecast of step `step` from steps step - gap, step - 2 gap, ... .
+
+    The forecast through nodes x_1 … x_{k+1} is the interpolating polynomial of degree k in sigma, the
+    one the pack's Newton-form forecaster builds (caching/forecast.py), evaluated here in Lagrange form:
+    a weighted sum of the node values, batched over the steps."""
+    n, table = len(probes), _stacked(probes)
     out = [[[float("nan")] * n for _ in range(max_gap)] for _ in ORDERS]
     for oi, order in enumerate(ORDERS):
         for gap in range(1, max_gap + 1):
-            for step in range(n):
-                nodes = [step - gap * k for k in range(order + 1, 0, -1)]  # oldest first
-                if nodes[0] < 0:
-                    continue
-                f = TaylorForecaster(order)
-                for node in nodes:
-                    f.update(sigmas[node], probes[node])
-                out[oi][gap - 1][step] = metric(f.predict(sigmas[step]), probes[step])
+            steps = list(range((order + 1) * gap, n))
+            if not steps:
+                continue
+            weights = torch.zeros(len(steps), n, dtype=torch.float64)
+            for row, step in enumerate(steps):
+                x = sigmas[step]
+                for j in range(1, order + 2):
+                    xj, w = sigmas[step - gap * j], 1.0
+                    for m in range(1, order + 2):
+                        if m != j:
+                            xm = sigmas[step - gap * m]
+                            w *= (x - xm) / (xj - xm)
+                    weights[row, step - gap * j] += w
+            pred = weights.to(table.dtype) @ table  # one matrix product for every step of this order and gap
+            for step, e in zip(steps, _rel_rows(pred, table[steps], metric), strict=True):
+                out[oi][gap - 1][step] = e
     return out
 
 
@@ -232,7 +264,7 @@ def build(fingerprint: str, family: str, variant: str, sampler: str, scheduler: 
                                              forecast_errors(sigmas[:steps], outputs, max_gap),
                                              gap_changes(feats["first_residual"], max_gap),
                                              forecast_errors(sigmas[:steps], feats["first_output"], max_gap,
-                                                             _rel_l1),
+                                                             L1),
                                              forecast_errors(sigmas[:steps], feats["stack"], max_gap),
                                              rest_gaps(feats["stack"], feats["first_output"], max_gap))
     if {"cond", "uncond"} <= set(features) and cfg != 1.0:

@@ -153,3 +153,21 @@ def test_with_cfg_the_guided_output_is_what_the_plan_reads():
     no_cfg = P.build("f", "wan", "v", "euler", "simple", 1024, SIGMAS, {"cond": cond, "uncond": uncond}, final,
                      max_gap=3)
     assert P.GUIDED not in no_cfg.entries
+
+
+@pytest.mark.parametrize("order", [0, 1, 2])
+def test_the_batched_forecast_errors_are_the_forecasters_own(order):
+    """profile.forecast_errors evaluates, batched, the polynomial caching/forecast.py's forecaster builds."""
+    from comfyui_ditaccel.accel_core.caching.forecast import TaylorForecaster
+
+    g = torch.Generator().manual_seed(order)
+    probes = [torch.randn(50, generator=g) for _ in range(10)]
+    sigmas = [1.0 - (i / 10) ** 1.3 for i in range(10)]  # uneven, as a shifted schedule
+    errors = P.forecast_errors(sigmas, probes, max_gap=3)
+    for gap in (1, 2, 3):
+        for step in range((order + 1) * gap, 10):
+            f = TaylorForecaster(order)
+            for k in range(order + 1, 0, -1):
+                f.update(sigmas[step - gap * k], probes[step - gap * k])
+            want = float((f.predict(sigmas[step]) - probes[step]).norm() / probes[step].norm())
+            assert errors[order][gap - 1][step] == pytest.approx(want, rel=1e-4)

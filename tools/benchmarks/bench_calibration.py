@@ -161,13 +161,17 @@ def main() -> int:
         client = ComfyClient(url)
         for steps in args.steps:
             refs = [calibrate(client, base, c, s, steps) for c, s in held]
-            tune, _ = calibrate(client, base, tune_caption, tune_seed, steps)  # saved last: the one a run loads
-            print(f"[calibration] {steps} steps: tune profile {tune.name}", flush=True)
+            tune, _ = calibrate(client, base, tune_caption, tune_seed, steps)
+            # kept under a name of its own: another calibration of this model and step count (a held-out case, a
+            # test) saves under the profile's name and would replace it
+            tune_name = f"bench-tune-{tune.name}"
+            (PROFILES / tune_name).write_text(tune.to_json())
+            print(f"[calibration] {steps} steps: tune profile {tune.name}, kept as {tune_name}", flush=True)
             for short, node in nodes.items():
                 for preset in PRESETS:
                     rec = [run(client, base, node, preset, None, c, s, steps, refs[i][1])
                            for i, (c, s) in enumerate(held)]
-                    pro = [run(client, base, node, preset, tune.name, c, s, steps, refs[i][1])
+                    pro = [run(client, base, node, preset, tune_name, c, s, steps, refs[i][1])
                            for i, (c, s) in enumerate(held)]
                     order = int(m.group(1)) if (m := re.search(r"order=(\d)", pro[0].settings)) else 0
                     for (heldout, _), o in zip(refs, pro, strict=True):
