@@ -49,7 +49,8 @@ class Plan:
     order: int
     predicted: tuple[float, ...]
     budget: float
-    threshold: float = 0.0  # the gates' chosen threshold
+    threshold: float = 0.0  # the gates' chosen threshold, or TaylorSeer's adaptive one
+    interval: int = 0  # TaylorSeer's adaptive schedule: the longest gap
 
     @property
     def total(self) -> float:
@@ -229,4 +230,62 @@ def plan_gate(profile: Profile, budget: float, kind: str, window: StepWindow, ma
         full, predicted = simulate_gate(n, threshold, measure, cost, forced, max_skips)
         if sum(predicted) <= budget and len(full) < len(best.full_steps):
             best = Plan(full, order, predicted, budget, round(threshold, 6))
+    return best
+
+
+# thresholds the adaptive replay tries: geometric, from barely above zero to the widget's range
+ADAPTIVE_THRESHOLDS = tuple(round(0.002 * 1.25 ** k, 6) for k in range(36))
+
+
+def replay_adaptive(profile: Profile, interval: int, threshold: float, what: str, order: int, forced: set[int],
+                    feature: str) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """TaylorSeer's adaptive schedule (caching/taylorseer.py's ChangeEstimate) run on the profile: a full step
+    when `interval` steps have passed or when the estimated change of the feature since the last full step
+    (its change per unit of input change over the last full gap, times the input's change since) reaches
+    `threshold`. `what`: "output" or "stack", the curves it reads (the first conditioning entry's)."""
+    curves = next(iter(gate_entries(profile))).adaptive[what]
+    n = profile.steps
+    full, predicted, last, before = [0], [0.0] * n, 0, None
+    for step in range(1, n):
+        gap = step - last
+        run = step in forced or gap >= interval or before is None or gap > profile.max_gap
+        if not run:
+            span = last - before
+            moved = curves["input_gap"][span - 1][last] if span <= profile.max_gap else math.nan
+            size = curves["feature_abs"][last]
+            if not moved > 0 or not size > 0:
+                run = True
+            else:
+                rate = curves["feature_gap"][span - 1][last] / moved
+                run = not rate * curves["input_gap"][gap - 1][step] / size < threshold
+        if run:
+            full.append(step)
+            before, last = last, step
+        else:
+            predicted[step] = skip_cost(profile, order, gap, step, feature)
+    return tuple(full), tuple(predicted)
+
+
+def plan_adaptive(profile: Profile, budget: float, orders: Sequence[int], what: str, window: StepWindow,
+                  max_interval: int = 50) -> Plan | None:
+    """The (interval, threshold, order) whose replayed adaptive schedule runs the fewest full steps within the
+    budget (None: the profile has no adaptive curves for `what`). A run then adapts to its own features
+    around the calibration's, where a fixed list of full steps cannot."""
+    entries = gate_entries(profile)
+    if not entries or what not in entries[0].adaptive:
+        return None
+    n = profile.steps
+    forced = forced_steps(window, n) | {n - 1}
+    feature = OUTPUT if what == "output" else STACK
+    best: Plan | None = None
+    for order in orders:
+        for interval in range(2, min(max_interval, profile.max_gap) + 1):
+            for threshold in ADAPTIVE_THRESHOLDS:
+                full, predicted = replay_adaptive(profile, interval, threshold, what, order, forced, feature)
+                total = sum(predicted)
+                if total > budget:
+                    continue
+                key = (len(full), total)
+                if best is None or key < (len(best.full_steps), best.total):
+                    best = Plan(full, order, predicted, budget, threshold, interval)
     return best

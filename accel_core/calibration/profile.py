@@ -128,6 +128,19 @@ def _stacked(probes: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.stack([t.flatten().float() for t in probes])
 
 
+def gap_mean_abs(probes: Sequence[torch.Tensor], max_gap: int = MAX_GAP) -> list[list[float]]:
+    """[gap - 1][step]: mean |a(step) - a(step - gap)| (NaN where there is none)."""
+    n, table = len(probes), _stacked(probes)
+    return [[float("nan")] * min(gap, n) + [float(v) for v in (table[gap:] - table[:-gap]).abs().mean(dim=1)]
+            if gap < n else [float("nan")] * n for gap in range(1, max_gap + 1)]
+
+
+def adaptive_curves(inputs: Sequence[torch.Tensor], features: Sequence[torch.Tensor],
+                    max_gap: int = MAX_GAP) -> dict[str, list]:
+    return {"input_gap": gap_mean_abs(inputs, max_gap), "feature_gap": gap_mean_abs(features, max_gap),
+            "feature_abs": [float(t.float().abs().mean()) for t in features]}
+
+
 def gap_changes(probes: Sequence[torch.Tensor], max_gap: int = MAX_GAP) -> list[list[float]]:
     """[gap - 1][step]: relative L1 change of a feature from `gap` steps before (NaN where there is none)."""
     n, table = len(probes), _stacked(probes)
@@ -200,6 +213,10 @@ class EntryCurves:
     first_forecast_error: list[list[list[float]]]  # [order][gap - 1][step], relative L1 (CG-Taylor's gate)
     stack_forecast_error: list[list[list[float]]]  # [order][gap - 1][step], relative L2
     rest_residual_gap: list[list[float]]  # [gap - 1][step], relative L2 to the stack's output
+    # TaylorSeer's adaptive rule, replayed on these: mean |a(step) - a(step - gap)| of the call's input and
+    # feature ([gap - 1][step]) and the feature's mean |.| per step; `output`: the latent in and the model's
+    # output out, `stack`: the first block's input in and the stack's output out
+    adaptive: dict[str, dict[str, list]] = field(default_factory=dict)
 
 
 @dataclass
@@ -247,7 +264,8 @@ def build(fingerprint: str, family: str, variant: str, sampler: str, scheduler: 
           sigmas: Sequence[float], features: dict[str, dict[str, list[torch.Tensor]]],
           final: dict[str, torch.Tensor], max_gap: int = MAX_GAP, cfg: float = 1.0) -> Profile:
     """The profile of one calibration run. `features[entry]` holds the per-step probes "output", "stack",
-    "first_residual", "first_output"; `final[entry]` the probe of the final latent (the sampler's result)."""
+    "first_residual", "first_output" and "input" (the latent the model was called on); `final[entry]` the
+    probe of the final latent (the sampler's result)."""
     steps = len(sigmas) - 1
     profile = Profile(fingerprint, family, variant, steps, sampler, scheduler, size_bucket(positions),
                       [float(s) for s in sigmas], cfg=float(cfg))
@@ -267,6 +285,10 @@ def build(fingerprint: str, family: str, variant: str, sampler: str, scheduler: 
                                                              L1),
                                              forecast_errors(sigmas[:steps], feats["stack"], max_gap),
                                              rest_gaps(feats["stack"], feats["first_output"], max_gap))
+        first_in = [o - r for o, r in zip(feats["first_output"], feats["first_residual"], strict=True)]
+        profile.entries[entry].adaptive = {
+            "stack": adaptive_curves(first_in, feats["stack"], max_gap),
+            **({"output": adaptive_curves(feats["input"], outputs, max_gap)} if "input" in feats else {})}
     if {"cond", "uncond"} <= set(features) and cfg != 1.0:
         cond, uncond = features["cond"]["output"], features["uncond"]["output"]
         guided = [u + cfg * (c - u) for c, u in zip(cond, uncond, strict=True)]

@@ -68,11 +68,17 @@ class ProfiledRequest:
         skips = max(profile.max_gap - 1, 0)  # the profile predicts forecasts over at most max_gap steps
         window = StepWindow(0, config.start_percent, config.end_percent)
         if self.request.method == records.TAYLORSEER:
-            if config.granularity == OUTPUT:
-                chosen = plan.plan_schedule(profile, budget, ORDERS, window)
-            else:
-                chosen = plan.plan_schedule(profile, budget, (min(config.order, ORDERS[-1]),), window, plan.STACK)
-            order = chosen.order if config.granularity == OUTPUT else config.order
+            output = config.granularity == OUTPUT
+            orders = ORDERS if output else (min(config.order, ORDERS[-1]),)
+            adaptive = plan.plan_adaptive(profile, budget, orders, "output" if output else "stack", window)
+            if adaptive is not None:
+                # the adaptive rule with the interval and threshold whose replay on the profile fits the
+                # budget: each run then places its full steps by its own features
+                return replace(config, order=adaptive.order if output else config.order, threshold=adaptive.threshold,
+                               interval=adaptive.interval, warmup_steps=0, reference_steps=0), adaptive
+            # a profile without the adaptive curves: the fixed list of full steps the profile predicts best
+            chosen = plan.plan_schedule(profile, budget, orders, window, plan.OUTPUT if output else plan.STACK)
+            order = chosen.order if output else config.order
             gaps = [b - a for a, b in itertools.pairwise(chosen.full_steps)] or [1]
             return replace(config, full_steps=chosen.full_steps, order=order, threshold=0.0, warmup_steps=0,
                            interval=max(1, min(50, max(gaps))), reference_steps=0), chosen

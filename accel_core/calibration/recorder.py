@@ -1,4 +1,4 @@
-"""Calibration's recorder: a method that changes nothing and keeps a probe of four features per model call.
+"""Calibration's recorder: a method that changes nothing and keeps a probe of five features per model call.
 
 Same shape as the other methods: `CalibrateConfig`, `CalibrateState` (fresh per run), the hooks (a
 DIFFUSION_MODEL wrapper for the model's output, a block hook for the first block's residual and the
@@ -21,7 +21,7 @@ from ..run_context import BlockSite, ConfiguredMethod, RunContext, stream_labels
 from .profile import PROBE_ELEMENTS, probe
 
 KEY = "ditaccel.calibrate"
-FEATURES = ("output", "stack", "first_residual", "first_output")
+FEATURES = ("input", "output", "stack", "first_residual", "first_output")
 NODE = "DiTAccelCalibrate"
 
 
@@ -71,8 +71,12 @@ def _forward(executor: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     if ctx is not None and KEY in ctx.states and isinstance(out, torch.Tensor):
         state: CalibrateState = ctx.state(KEY)
         entries = _entries(to)
+        x = args[0] if args and isinstance(args[0], torch.Tensor) else kwargs.get("x")
         for entry, part in zip(entries, out.chunk(len(entries)), strict=True):
             state.recording.add(entry, "output", part)
+        if isinstance(x, torch.Tensor):
+            for entry, part in zip(entries, x.chunk(len(entries)), strict=True):
+                state.recording.add(entry, "input", part)
     return out
 
 
@@ -98,12 +102,12 @@ def block_hook(args: dict, call_block: Callable[[dict], dict], site: BlockSite, 
 
 
 def memory_needs(config: CalibrateConfig, dims: ModelDims, shape: RunShape) -> list[Need]:
-    """Four probes per model call and entry, always kept in host memory (whatever the device: one form);
+    """Five probes per model call and entry, always kept in host memory (whatever the device: one form);
     on the device only the first block's input of the call in progress (one hidden state per entry)."""
     per_probe = min(PROBE_ELEMENTS, shape.batch * shape.image_tokens * dims.width) * 4
     host = len(FEATURES) * per_probe * shape.streams * config.steps
     return [Need(DEVICE, transient=shape.hidden(dims, rows=shape.rows), host=host,
-                 note="probes of the output, the stack output and the first block's residual and output")]
+                 note="probes of the input, the output, the stack output and the first block's residual and output")]
 
 
 def apply_calibrate(model: Any, recording: Recording, steps: int) -> Any:

@@ -156,3 +156,34 @@ def test_stack_level_errors_are_read_as_the_same_relative_error_of_the_guided_ou
     p.entries[GUIDED], p.cfg = curves(p.steps, 0.05), 4.0
     p.entries[GUIDED].output_weight = [3.0 / p.steps] * p.steps  # the guided output moves three times as far
     assert plan.skip_cost(p, 0, 1, 5, plan.REST) == pytest.approx(3.0 * plain)
+
+
+def with_adaptive_curves(p: Profile) -> Profile:
+    """The input moves steadily; the feature moves fast around step 5 (a rule that watches it refreshes there)."""
+    for c in p.entries.values():
+        gap = [[math.nan if t < g else 0.1 * g for t in range(p.steps)] for g in range(1, MAX_GAP + 1)]
+        feat = [[math.nan if t < g else 0.05 * g * (4.0 if t - g < 5 <= t else 1.0) for t in range(p.steps)]
+                for g in range(1, MAX_GAP + 1)]
+        c.adaptive = {"output": {"input_gap": gap, "feature_gap": feat, "feature_abs": [1.0] * p.steps}}
+    return p
+
+
+def test_the_adaptive_rule_replayed_on_the_profile_keeps_the_budget():
+    p = with_adaptive_curves(profile())
+    plans = [plan.plan_adaptive(p, b, (0,), "output", StepWindow(0)) for b in (0.005, 0.02, 0.2)]
+    for chosen in plans:
+        assert chosen.total <= chosen.budget + 1e-12
+        full, predicted = plan.replay_adaptive(p, chosen.interval, chosen.threshold, "output", 0, {0, 9}, plan.OUTPUT)
+        assert (full, predicted) == (chosen.full_steps, chosen.predicted)
+    counts = [len(c.full_steps) for c in plans]
+    assert counts == sorted(counts, reverse=True) and counts[-1] < counts[0]
+
+
+def test_a_profile_with_adaptive_curves_sets_taylorseers_interval_and_threshold():
+    p = with_adaptive_curves(profile())
+    req = ProfiledRequest(Request(records.TAYLORSEER, "balanced"), p, "fp")
+    applied = req.resolve(variant(), 10).config.resolved(True, "wan")  # at apply: granularity output
+    config = req.for_run(variant(), 10, applied, 1024).config
+    chosen = plan.plan_adaptive(p, plan.BUDGETS["balanced"], ORDERS, "output", StepWindow(0))
+    assert (config.interval, config.threshold, config.order) == (chosen.interval, chosen.threshold, chosen.order)
+    assert not config.full_steps and config.warmup_steps == 0
