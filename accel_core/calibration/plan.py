@@ -6,10 +6,13 @@ the final latent by about e x output_weight (profile.py); the prediction is the 
 skipped steps, read on the guided output where the run used CFG (else the largest over the entries).
 A sum of magnitudes bounds errors that partly cancel, so the prediction leans high.
 
-- TaylorSeer: the full steps are chosen by dynamic programming over the profile's forecast errors
-  (order k forecast of step t from the full step d before it: `forecast_error[k][d - 1][t]`, or the
-  stack's for granularity `blocks`), the fewest full steps whose summed error fits the budget, for
-  each order the model's hooks allow; the order with the fewest full steps wins (ties: the lower).
+- TaylorSeer keeps its adaptive rule (a full step when the estimated change of the feature since the
+  last full step reaches a threshold, at the latest every `interval` steps): the rule is replayed on
+  the profile for every interval, threshold and order the model's hooks allow, and the one with the
+  fewest full steps whose skipped steps fit the budget is taken, so each run still places its full
+  steps by its own features. A profile without the rule's curves gets a fixed list of full steps
+  instead, by dynamic programming over its forecast errors (order k forecast of step t from the full
+  step d before it: `forecast_error[k][d - 1][t]`, or the stack's for granularity `blocks`).
 - First Block Cache and CG-Taylor keep their gate and choose its threshold: the gate is run on the
   profile's own record of the gate's measure (`first_residual_gap`, `first_forecast_error`), for
   every threshold that changes a decision, and the largest threshold whose skipped steps fit the

@@ -41,7 +41,10 @@ from tools.runtime import dit_runtime
 from tools.runtime.comfy_client import ComfyClient, decode_png
 
 CALIBRATE_GRAPH = dit_runtime.REPO / "workflows" / "api" / "calibrate.json"
-PROFILES = dit_runtime.COMFY_HOME / "user" / "ditaccel" / "profiles"
+# a user directory of the benchmark's own (--user-directory): what tests or another run save cannot replace the
+# profiles it reads back
+USER = dit_runtime.REPO / "out" / "bench_calibration_user"
+PROFILES = USER / "ditaccel" / "profiles"
 LOAD = "30"
 NODES = {"TaylorSeer": "DiTAccelTaylorSeer", "CGTaylor": "DiTAccelCGTaylor",
          "FirstBlockCache": "DiTAccelFirstBlockCache"}
@@ -157,7 +160,8 @@ def main() -> int:
     rows: list[Row] = []
     pairs: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in nodes}
     start = time.time()
-    with dit_runtime.running_server(cache_none=False) as url:
+    USER.mkdir(parents=True, exist_ok=True)
+    with dit_runtime.running_server(cache_none=False, extra=["--user-directory", str(USER)]) as url:
         client = ComfyClient(url)
         for steps in args.steps:
             refs = [calibrate(client, base, c, s, steps) for c, s in held]
