@@ -41,17 +41,18 @@ from tools.runtime import dit_runtime
 from tools.runtime.comfy_client import ComfyClient, decode_png
 
 CALIBRATE_GRAPH = dit_runtime.REPO / "workflows" / "api" / "calibrate.json"
-# a user directory of the benchmark's own (--user-directory): what tests or another run save cannot replace the
-# profiles it reads back
-USER = dit_runtime.REPO / "out" / "bench_calibration_user"
-PROFILES = USER / "ditaccel" / "profiles"
 LOAD = "30"
 NODES = {"TaylorSeer": "DiTAccelTaylorSeer", "CGTaylor": "DiTAccelCGTaylor",
          "FirstBlockCache": "DiTAccelFirstBlockCache"}
 PRESETS = ("quality", "balanced", "fast")
 
 
-def calibrate(client: ComfyClient, base: dict, caption: str, seed: int, steps: int) -> tuple[Profile, np.ndarray]:
+def profiles(user: Path) -> Path:
+    return user / "ditaccel" / "profiles"
+
+
+def calibrate(client: ComfyClient, base: dict, caption: str, seed: int, steps: int,
+              user: Path) -> tuple[Profile, np.ndarray]:
     """Full compute through DiTAccelCalibrate: the saved profile (read back at once: every case of a step
     count saves under the same name) and the decoded image."""
     graph = json.loads(CALIBRATE_GRAPH.read_text())
@@ -62,7 +63,7 @@ def calibrate(client: ComfyClient, base: dict, caption: str, seed: int, steps: i
     result = client.run(graph)
     name = result.node_output(SAMPLER)["text"][0].split()[1].rstrip(":")
     frames = [decode_png(b) for b in result.images]
-    return load(PROFILES / name), (frames[0] if len(frames) == 1 else np.stack(frames))
+    return load(profiles(user) / name), (frames[0] if len(frames) == 1 else np.stack(frames))
 
 
 @dataclass
@@ -160,16 +161,19 @@ def main() -> int:
     rows: list[Row] = []
     pairs: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in nodes}
     start = time.time()
-    USER.mkdir(parents=True, exist_ok=True)
-    with dit_runtime.running_server(cache_none=False, extra=["--user-directory", str(USER)]) as url:
+    # a user directory of the run's own (--user-directory): what tests or another run save cannot replace the
+    # profiles it reads back
+    user = args.out / "user"
+    user.mkdir(parents=True, exist_ok=True)
+    with dit_runtime.running_server(cache_none=False, extra=["--user-directory", str(user.resolve())]) as url:
         client = ComfyClient(url)
         for steps in args.steps:
-            refs = [calibrate(client, base, c, s, steps) for c, s in held]
-            tune, _ = calibrate(client, base, tune_caption, tune_seed, steps)
+            refs = [calibrate(client, base, c, s, steps, user) for c, s in held]
+            tune, _ = calibrate(client, base, tune_caption, tune_seed, steps, user)
             # kept under a name of its own: another calibration of this model and step count (a held-out case, a
             # test) saves under the profile's name and would replace it
             tune_name = f"bench-tune-{tune.name}"
-            (PROFILES / tune_name).write_text(tune.to_json())
+            (profiles(user) / tune_name).write_text(tune.to_json())
             print(f"[calibration] {steps} steps: tune profile {tune.name}, kept as {tune_name}", flush=True)
             for short, node in nodes.items():
                 for preset in PRESETS:
