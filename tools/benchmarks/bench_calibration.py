@@ -246,6 +246,8 @@ def frontier(rows: list[Row], path: Path) -> None:
         d.text((right - 30, bottom + 6), "100 %", fill="black")
         for n, (node, colour) in enumerate(colours.items()):
             sel = [r for r in rows if r.steps == s and r.node == node]
+            if not sel:
+                continue
             for attr, record in (("record", True), ("profile", False)):
                 pts = sorted(xy(getattr(r, f"flops_{attr}"), getattr(r, f"psnr_{attr}_worst")) for r in sel)
                 for a, b in itertools.pairwise(pts):
