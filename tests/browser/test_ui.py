@@ -145,10 +145,11 @@ def test_a_workflow_runs_from_the_run_button_and_shows_its_image_and_report(page
 
 
 def test_a_node_found_through_the_search_box_and_wired_in_runs(page):
-    """A user double-clicks the canvas, types an alias ("fbcache"), picks the node and wires it in."""
+    """A user double-clicks the canvas, types an alias ("fbcache"), picks the node and wires it in. The spot is
+    searched from the right: a fresh user's side panel (Media Assets) covers the canvas's left part."""
     load(page, "baseline")
     spot = page.evaluate("""() => { const c = window.app.canvas, r = c.canvas.getBoundingClientRect();
-      for (let y = r.bottom - 150; y > r.top + 100; y -= 40) for (let x = r.left + 150; x < r.right - 150; x += 40) {
+      for (let y = r.top + 400; y < r.bottom - 300; y += 40) for (let x = r.right - 250; x > r.left + 450; x -= 40) {
         const gx = (x - r.left) / c.ds.scale - c.ds.offset[0], gy = (y - r.top) / c.ds.scale - c.ds.offset[1];
         if (!window.app.graph.getNodeOnPos(gx, gy, window.app.graph.nodes, 40)) return [x, y]; }
       return null; }""")
