@@ -33,8 +33,23 @@ class StepWindow:
         return not self.start_percent <= share < self.end_percent
 
 
+class _Schedule:
+    """What every schedule offers besides its own `is_full`."""
+
+    def is_full(self, step: int, total_steps: int, last_full_step: int | None) -> bool:
+        raise NotImplementedError
+
+    def full_steps(self, total_steps: int) -> list[int]:
+        """The steps that run in full over a whole run (for reports and the fair-control benchmark)."""
+        out: list[int] = []
+        for step in range(total_steps):
+            if self.is_full(step, total_steps, out[-1] if out else None):
+                out.append(step)
+        return out
+
+
 @dataclass(frozen=True)
-class IntervalSchedule:
+class IntervalSchedule(_Schedule):
     """TaylorSeer's schedule: inside the window, one full step every `interval` steps."""
 
     interval: int
@@ -49,30 +64,16 @@ class IntervalSchedule:
             return True
         return step - last_full_step >= self.interval
 
-    def full_steps(self, total_steps: int) -> list[int]:
-        """The steps that run in full over a whole run (for reports and the fair-control benchmark)."""
-        out: list[int] = []
-        for step in range(total_steps):
-            if self.is_full(step, total_steps, out[-1] if out else None):
-                out.append(step)
-        return out
 
 
 @dataclass(frozen=True)
-class PlannedSchedule:
+class PlannedSchedule(_Schedule):
     """Full steps chosen ahead of the run (from a calibration profile); every other step is forecast."""
 
     steps: tuple[int, ...]
 
     def is_full(self, step: int, total_steps: int, last_full_step: int | None) -> bool:
         return last_full_step is None or step in self.steps or step >= total_steps - 1
-
-    def full_steps(self, total_steps: int) -> list[int]:
-        out: list[int] = []
-        for step in range(total_steps):
-            if self.is_full(step, total_steps, out[-1] if out else None):
-                out.append(step)
-        return out
 
 
 def scaled(value: int, total_steps: int, reference_steps: int, minimum: int = 0) -> int:

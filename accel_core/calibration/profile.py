@@ -96,12 +96,6 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm()) / den if den > 0 else float("nan")
 
 
-def _rel_l1(a: torch.Tensor, b: torch.Tensor) -> float:
-    """mean |a - b| / mean |b|: the first-block gates' measure."""
-    den = float(b.abs().mean())
-    return float((a - b).abs().mean()) / den if den > 0 else float("nan")
-
-
 def _rms(t: torch.Tensor) -> float:
     """Root mean square: probes of tensors of different sizes compare (a norm would grow with the probe)."""
     return float(t.norm()) / math.sqrt(max(t.numel(), 1))

@@ -76,7 +76,8 @@ class ProfiledRequest:
                 # budget: each run then places its full steps by its own features
                 return replace(config, order=adaptive.order if output else config.order, threshold=adaptive.threshold,
                                interval=adaptive.interval, warmup_steps=0, reference_steps=0), adaptive
-            # a profile without the adaptive curves: the fixed list of full steps the profile predicts best
+            # no adaptive curves for this granularity, or no replayed setting fits the budget: the fixed list of
+            # full steps the profile predicts best (all steps full when none fits)
             chosen = plan.plan_schedule(profile, budget, orders, window, plan.OUTPUT if output else plan.STACK)
             order = chosen.order if output else config.order
             gaps = [b - a for a, b in itertools.pairwise(chosen.full_steps)] or [1]
