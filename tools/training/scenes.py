@@ -138,23 +138,30 @@ def _placements(scene: Scene, rng: random.Random | None) -> list[Placement]:
     return out
 
 
-def _draw(scene: Scene, size: int, placements: list[Placement], supersample: int) -> np.ndarray:
-    big = size * supersample
-    img = Image.new("RGB", (big, big), BACKGROUNDS[scene.background])
+def _draw(scene: Scene, size: int, placements: list[Placement], supersample: int,
+          height: int | None = None) -> np.ndarray:
+    """`size` is the width; `height` defaults to it. Positions are shares of each side, an
+    object's box a share of the shorter side (so objects keep their shape and never overlap)."""
+    height = size if height is None else height
+    big_w, big_h = size * supersample, height * supersample
+    side = min(big_w, big_h)
+    img = Image.new("RGB", (big_w, big_h), BACKGROUNDS[scene.background])
     draw = ImageDraw.Draw(img)
     for obj, pl in zip(scene.objects, placements, strict=True):
-        cx, cy, half = pl.x * big, pl.y * big, pl.scale * big / 2
+        cx, cy, half = pl.x * big_w, pl.y * big_h, pl.scale * side / 2
         if obj.shape == "circle":
             draw.ellipse([cx - half, cy - half, cx + half, cy + half], fill=pl.colour)
         else:
             draw.polygon(_shape_points(obj.shape, cx, cy, half, pl.angle), fill=pl.colour)
-    img = img.resize((size, size), Image.Resampling.BOX)
+    img = img.resize((size, height), Image.Resampling.BOX)
     return np.asarray(img, dtype=np.uint8).copy()
 
 
-def render(scene: Scene, size: int, rng: random.Random | None = None, supersample: int = 3) -> np.ndarray:
-    """RGB uint8 image. `rng` adds the jitter of training data (position, size, tilt, shade)."""
-    return _draw(scene, size, _placements(scene, rng), supersample)
+def render(scene: Scene, size: int, rng: random.Random | None = None, supersample: int = 3,
+           height: int | None = None) -> np.ndarray:
+    """RGB uint8 image, `size` wide and `height` (default `size`) high. `rng` adds the jitter of
+    training data (position, size, tilt, shade)."""
+    return _draw(scene, size, _placements(scene, rng), supersample, height)
 
 
 # the largest drift per frame, as a share of the canvas, and the largest turn per frame (radians):
@@ -163,8 +170,9 @@ MAX_SPEED = 0.015
 MAX_TURN = 0.06
 
 
-def render_clip(scene: Scene, size: int, frames: int, rng: random.Random, supersample: int = 2) -> np.ndarray:
-    """(frames, size, size, 3) uint8: the scene's objects drifting and turning at constant rates.
+def render_clip(scene: Scene, size: int, frames: int, rng: random.Random, supersample: int = 2,
+                height: int | None = None) -> np.ndarray:
+    """(frames, height, size, 3) uint8: the scene's objects drifting and turning at constant rates.
 
     The first frame is `render`'s jittered image; each object then moves with its own velocity and
     spin (drawn from `rng`), so the motion is smooth and predictable from the first frames.
@@ -176,5 +184,5 @@ def render_clip(scene: Scene, size: int, frames: int, rng: random.Random, supers
     for t in range(frames):
         now = [Placement(p.x + vx * t, p.y + vy * t, p.scale, p.angle + w * t, p.colour)
                for p, (vx, vy, w) in zip(start, motion, strict=True)]
-        clip.append(_draw(scene, size, now, supersample))
+        clip.append(_draw(scene, size, now, supersample, height))
     return np.stack(clip)
