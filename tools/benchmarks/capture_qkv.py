@@ -32,7 +32,9 @@ def _comfy():
     return comfy, ModelSamplingSD3, dit_runtime
 
 
-def capture(size: int, blocks: tuple[int, ...], step: int, steps: int, seed: int, frames: int = 1) -> dict:
+def capture(size: int, blocks: tuple[int, ...], step: int, steps: int, seed: int, frames: int = 1,
+            dit_path: Path | None = None) -> dict:
+    """q/k/v of `blocks` at `step`; `dit_path` replaces the embedded model file for this size and frames."""
     comfy, sampling_sd3, dit_runtime = _comfy()
     import numpy as np
 
@@ -41,7 +43,7 @@ def capture(size: int, blocks: tuple[int, ...], step: int, steps: int, seed: int
 
     models = dit_runtime.layout().models
     dit = model_files.WAN_VIDEO_DIT_FILE if frames > 1 else model_files.WAN_DIT_FILE
-    model = comfy.sd.load_diffusion_model(str(models / "diffusion_models" / dit))
+    model = comfy.sd.load_diffusion_model(str(dit_path or models / "diffusion_models" / dit))
     model = sampling_sd3().patch(model, 3.0)[0]
     clip = comfy.sd.load_clip(ckpt_paths=[str(models / "text_encoders" / model_files.CLIP_L_FILE)],
                               clip_type=comfy.sd.CLIPType.SD3)
