@@ -88,9 +88,8 @@ def scaled_gap(value: int, total_steps: int, reference_steps: int, minimum: int 
     """An interval or skip limit given for `reference_steps` steps, for a run of `total_steps`.
 
     It grows with the square root of the step ratio, not in proportion: at 50 steps consecutive
-    features are closer, but the same number of full steps as at 28 lost 8 dB against the 50-step
-    image (TaylorSeer balanced, held-out captions: 36.7 dB at 28 steps, 28.9 dB at 50 with the
-    interval scaled 50/28), so part of the extra steps go to more full evaluations.
+    features are closer, but keeping the 28-step run's number of full steps lost clearly against the
+    50-step image (docs/results/caching.md), so part of the extra steps go to more full evaluations.
     """
     if reference_steps <= 0:
         return value

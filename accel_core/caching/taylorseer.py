@@ -4,8 +4,7 @@ Granularity `output` forecasts the diffusion model's output itself (a DIFFUSION_
 forecast step runs nothing of the model: no embeddings, no blocks, no head. It holds (order + 1)
 latent-sized tensors per cond/uncond entry, the least of the three, and needs no block hook. On
 a small model the embeddings and head, which `blocks` still runs on every forecast step, are a
-real share of a step (the embedded model, interval 5 and warm-up 4: 2.90x with `output`, 2.59x
-with `blocks` at 50 steps, tools/benchmarks/bench_caching.py). Its forecasts are not
+real share of a step (both measured in docs/results/caching.md). Its forecasts are not
 normalised by the head, so orders >= 1 extrapolate badly over several steps: `auto` (the default)
 takes `output` at order 0 and `blocks` above. Families whose forward offers no DIFFUSION_MODEL
 wrapper (SD3 on 0.3.75) use `blocks` instead; the report's method tag says which ran and why.
@@ -92,7 +91,7 @@ class TaylorSeerConfig:
     def resolved(self, forward_wrapper: bool, family: str) -> TaylorSeerConfig:
         """The granularity this family runs: `auto` picks `output` at order 0 and `blocks` above it
         (extrapolating the raw output over several steps diverges where the head's norm keeps the stack's
-        output bounded: 14.4 dB against 26.8 dB at order 1 on the embedded model, tools/benchmarks/sweep_caching.py);
+        output bounded; tools/benchmarks/sweep_caching.py compares them);
         `output` needs the family's forward to offer a DIFFUSION_MODEL wrapper."""
         if self.granularity == AUTO:
             if self.order == 0 and forward_wrapper:

@@ -82,9 +82,10 @@ def borrowed(table: Mapping[str, Preset], other: str) -> dict[str, Preset]:
 # --- the embedded models: measured here ----------------------------------------------------------
 
 _SWEEP = ("measured: tools/benchmarks/sweep_caching.py and tools/benchmarks/bench_caching.py --sweep --split tune "
-          "(README, caching results)")
-_SPATIAL = "measured: tools/benchmarks/bench_spatial.py --sweep --split tune (README, spatial results)"
-_SPARSE_E2E = "measured: tools/benchmarks/bench_sparse_e2e.py --split tune at 1024 px (README, sparse attention)"
+          "(docs/results/caching.md)")
+_SPATIAL = "measured: tools/benchmarks/bench_spatial.py --sweep --split tune (docs/results/spatial.md)"
+_SPARSE_E2E = ("measured: tools/benchmarks/bench_sparse_e2e.py --split tune at 1024 px "
+               "(docs/results/sparse_attention.md)")
 
 
 def _ts(interval: int, threshold: float) -> dict[str, Any]:
@@ -307,7 +308,7 @@ BY_KEY: dict[str, VariantRecord] = {r.key: r for r in RECORDS}
 # SoftPAG's default heads (its `heads` input left at "auto"): a searched head set where we have one, else the
 # layers layer-level perturbation guidance uses; elsewhere the same share of the depth as SD3's layer 9 of 24
 _SEARCHED = ("measured: tools/benchmarks/bench_softpag.py --search-cases 8 --eval-cases 24 --per-caption 3 "
-             "--rounds 2 --top-k 1 (HeadHunter's search on the embedded model at u 1, w 1; README, guidance results)")
+             "--rounds 2 --top-k 1 (HeadHunter's search on the embedded model at u 1, w 1; docs/results/guidance.md)")
 SOFTPAG_HEADS: dict[str, tuple[str, str]] = {
     "embedded-image": ("0:0; 5:1", _SEARCHED),
     "embedded-video": ("0:0; 5:1", f"{_SEARCHED}; the image model's search"),

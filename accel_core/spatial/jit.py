@@ -9,7 +9,7 @@ fixed seed; each later stage adds the tokens where the last velocity field varie
 3 x 3 variance). What is spread (`interpolate`): "velocity" as the paper; "clean" (default,
 ours) spreads the anchors' clean-image estimate x - sigma v and takes each token's velocity
 from its own state, (x - clean) / sigma, so a token keeps its own noise instead of following
-its neighbours' (measured better on the embedded model: README). Tokens that join are first
+its neighbours' (measured better on the embedded model: docs/results/spatial.md). Tokens that join are first
 pulled toward the anchors' clean-image estimate, noised to the current level with the run's
 own starting noise (the deterministic micro-flow: x <- (1 - 1/R) x + (1/R) target, R = `relax`).
 With the stock KSampler the pull is applied through the velocity the sampler integrates, using

@@ -10,12 +10,12 @@ averaged over the token's patch, times exp(starvation_scale * drop_count) (drop_
 at -(steps + 1) and grows by one each time a token is left out). Of the tokens left out,
 `high_ratio` come from the top of that ranking and the rest from the bottom: the reference code
 drops the top (high_ratio 1), the paper describes dropping the slow, low-focus regions
-(high_ratio 0); `tools/benchmarks/bench_spatial.py` measures both on the embedded model (README).
+(high_ratio 0); `tools/benchmarks/bench_spatial.py` measures both on the embedded model (docs/results/spatial.md).
 `dense_steps` full steps spread evenly over the sparse part refresh every cache (the paper's
 error-reset steps: 2 of 28 steps after a warm-up of 4 land on 12 and 20, as its SD3 script).
 `final_dense_steps` last steps also compute every token (ours, not the paper's: the last step's
-output is the image, and on the embedded model one dense last step gains ~3 dB for ~3 % of
-the FLOPs).
+output is the image, and one dense last step buys much of the quality back for a small share of
+the FLOPs; docs/results/spatial.md).
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ import argparse
 import json
 import math
 import random
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -228,6 +229,10 @@ def load_data() -> tuple[torch.Tensor, torch.Tensor, dict[str, tuple[torch.Tenso
 
 
 def stage_dit(deadline: float) -> None:
+    stop = {"now": False}
+    # `kill PID` pauses training: it stops after the current step with a checkpoint, so other work can
+    # have the CPU (its wall time would otherwise count against the training budget)
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     comfy = te.comfy_imports()
     torch.manual_seed(S.seed)
     model = build_dit(comfy, S.layers)
@@ -251,7 +256,7 @@ def stage_dit(deadline: float) -> None:
     weights = torch.tensor([b.weight for b in BUCKETS])
     model.train()
     start = last = time.time()
-    while step < S.dit_steps and time.time() < deadline:
+    while step < S.dit_steps and time.time() < deadline and not stop["now"]:
         if spent_seconds() + (time.time() - last) > 3600 * S.budget_hours:
             print(f"[dit] the {S.budget_hours} h budget is spent", flush=True)
             break
