@@ -51,11 +51,11 @@ _Gate = TypeVar("_Gate", bound="GateConfig")  # typing.Self is Python 3.11+; Com
 class GateConfig:
     """What the first-block-gated methods share: threshold, skip limit, step window."""
 
-    threshold: float = 0.2
-    max_skips: int = 6
-    warmup_steps: int = 2
-    start_percent: float = 0.0
-    end_percent: float = 1.0
+    threshold: float = 0.2  # skip while the gate's measure (see each subclass) stays below this
+    max_skips: int = 6  # at most this many skipped steps in a row
+    warmup_steps: int = 2  # the first steps always run in full
+    start_percent: float = 0.0  # skipping starts at this share of the steps
+    end_percent: float = 1.0  # and ends at this share; the last step always runs
     reference_steps: int = 0  # presets: max_skips and warm-up are given for this many steps and scaled
 
     def __post_init__(self) -> None:
@@ -81,6 +81,8 @@ class GateConfig:
 
 @dataclass(frozen=True)
 class FirstBlockCacheConfig(GateConfig):
+    """The gate's measure: the relative L1 change of the first block's residual since the last full step."""
+
     def tag(self) -> str:
         return (f"FirstBlockCache(threshold={self.threshold:g}, max_skips={self.max_skips}, "
                 f"warmup={self.warmup_steps}, {self.start_percent:g}-{self.end_percent:g}{self.scale_tag()})")
@@ -88,9 +90,11 @@ class FirstBlockCacheConfig(GateConfig):
 
 @dataclass(frozen=True)
 class CGTaylorConfig(GateConfig):
+    """The gate's measure: the relative error of the first block's Taylor forecast."""
+
     threshold: float = 0.3
-    order: int = 1
-    first_block_order: int = 2
+    order: int = 1  # Taylor order of the last block's forecast, used on a skipped step
+    first_block_order: int = 2  # Taylor order of the first block's forecast, the gate
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -53,12 +53,12 @@ AUTO, OUTPUT = "auto", "output"  # OUTPUT is also the forecaster key of granular
 
 @dataclass(frozen=True)
 class TaylorSeerConfig:
-    interval: int = 3
-    order: int = 0
-    warmup_steps: int = 2
-    start_percent: float = 0.0
-    end_percent: float = 1.0
-    granularity: str = AUTO
+    interval: int = 3  # a full step every this many steps (adaptive: at most this many between full steps)
+    order: int = 0  # Taylor order of the forecast; 0 reuses the last full step
+    warmup_steps: int = 2  # the first steps always run in full
+    start_percent: float = 0.0  # forecasting starts at this share of the steps
+    end_percent: float = 1.0  # and ends at this share; the last step always runs
+    granularity: str = AUTO  # what is forecast: the model output, the last block's output, or every module's
     threshold: float = 0.0  # > 0: adaptive; refresh when the estimated relative change reaches it
     reference_steps: int = 0  # presets: interval and warm-up are given for this many steps and scaled
     chosen: str = ""  # why `auto` chose, or what replaced, the granularity (the report's tag says it)

@@ -38,7 +38,7 @@ class Recording:
 
 @dataclass(frozen=True)
 class CalibrateConfig:
-    recording: Recording
+    recording: Recording  # where the probes of every call go
     steps: int  # the sampling's steps (the probes kept grow with them)
 
     def tag(self) -> str:

@@ -32,11 +32,11 @@ PERTURBED_STREAM = uuid.UUID("6b1f3b2e-0d0c-4d5e-9a71-0f3c2b9d5a11")
 
 @dataclass(frozen=True)
 class SoftPAGConfig:
-    heads: str
-    strength: float = 1.0
-    scale: float = 3.0
-    start_percent: float = 0.0
-    end_percent: float = 1.0
+    heads: str  # which heads to perturb: "[kind:]block:heads" entries separated by ';' (heads.parse), or auto
+    strength: float = 1.0  # u: the chosen heads' attention map becomes (1 - u) A + u I
+    scale: float = 3.0  # w: denoised + w (cond - perturbed cond)
+    start_percent: float = 0.0  # guidance starts at this share of the steps
+    end_percent: float = 1.0  # and ends at this share
 
     def __post_init__(self) -> None:
         if self.heads.strip() != AUTO:  # "auto" is resolved per model when the node is applied

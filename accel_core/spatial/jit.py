@@ -55,12 +55,12 @@ def parse_fractions(text: str, name: str) -> tuple[float, ...]:
 
 @dataclass(frozen=True)
 class JiTConfig:
-    stages: tuple[float, ...] = (0.4, 0.65, 1.0)
-    densities: tuple[float, ...] = (0.35, 0.62, 1.0)
-    relax: int = 3
-    interpolate: str = "clean"
-    warmup_steps: int = 0
-    full_context: bool = False
+    stages: tuple[float, ...] = (0.4, 0.65, 1.0)  # where each stage ends, as shares of the steps
+    densities: tuple[float, ...] = (0.35, 0.62, 1.0)  # share of the image tokens computed in each stage
+    relax: int = 3  # R of the micro-flow: a joining token moves 1/R of the way to the anchors' estimate
+    interpolate: str = "clean"  # spread the anchors' clean-image estimate, or their velocity (INTERPOLATE)
+    warmup_steps: int = 0  # first steps that compute every token before the stages start
+    full_context: bool = False  # anchors attend to every token (the others' k/v from the latest full step)
 
     def __post_init__(self) -> None:
         if self.interpolate not in INTERPOLATE:

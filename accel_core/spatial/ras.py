@@ -34,15 +34,15 @@ METRICS = ("std", "l2norm")
 
 @dataclass(frozen=True)
 class RASConfig:
-    sample_ratio: float = 0.5
-    warmup_steps: int = 4
-    dense_steps: int = 2
-    final_dense_steps: int = 1
-    high_ratio: float = 0.0
-    starvation_scale: float = 0.1
-    metric: str = "std"
-    start_percent: float = 0.0
-    end_percent: float = 1.0
+    sample_ratio: float = 0.5  # share of the image tokens computed on a sparse step
+    warmup_steps: int = 4  # the first steps compute every token
+    dense_steps: int = 2  # steps spread evenly after the warm-up that compute every token, refreshing caches
+    final_dense_steps: int = 1  # the last steps compute every token
+    high_ratio: float = 0.0  # share of the skipped tokens taken from the fastest-changing end of the ranking
+    starvation_scale: float = 0.1  # how fast a token's rank rises each time it is skipped
+    metric: str = "std"  # per-pixel spread of the update over latent channels: std or l2norm
+    start_percent: float = 0.0  # sparse steps start at this share of the steps
+    end_percent: float = 1.0  # and end at this share
     reference_steps: int = 0  # presets: the warm-up is given for this many steps and scaled
 
     def __post_init__(self) -> None:

@@ -53,3 +53,25 @@ def test_no_measured_figure_in_docstrings_or_comments():
              for folder in SCANNED for path in sorted((ROOT / folder).rglob("*.py"))
              for line, text in doc_texts(path) for hit in figures(text)]
     assert not found, "measured figures belong in docs/results/:\n" + "\n".join(found)
+
+
+def test_every_config_field_is_documented_where_it_is_defined():
+    """Each field of a method's Config carries a comment on its line (once: a subclass that only
+    changes a default leans on its base's comment)."""
+    bare = []
+    for path in sorted((ROOT / "accel_core").rglob("*.py")):
+        source = path.read_text()
+        commented = {tok.start[0] for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+                     if tok.type == tokenize.COMMENT}
+        documented, fields = set(), []
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ClassDef) and node.name.endswith("Config"):
+                for item in node.body:
+                    if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                        name = item.target.id
+                        fields.append((node.name, name, item.lineno))
+                        if item.lineno in commented:
+                            documented.add(name)
+        bare += [f"{path.relative_to(ROOT)}:{line}: {cls}.{name}" for cls, name, line in fields
+                 if name not in documented]
+    assert not bare, "Config fields without a comment:\n" + "\n".join(bare)
