@@ -8,13 +8,9 @@ import comfy.samplers
 import folder_paths
 from comfy_api.latest import io
 
-from ..accel_core.adapters import adapter_for
-from ..accel_core.calibration import plot, profile, recorder, store
-from ..accel_core.calibration.profiled import model_fingerprint
-from ..accel_core.comfy_patch import METHODS_KEY, sample_with_progress, transformer_options
-from ..accel_core.settings.variants import identify
+from ..accel_core.calibration import run, store
+from .base import KitNode, NodeText, with_text
 from .inputs import ABSENT, FAMILIES, given, schema_error
-from .schema import node_schema
 
 CATEGORY = "DiTAccel/calibration"
 PROFILE = io.Custom("DITACCEL_PROFILE")
@@ -28,42 +24,42 @@ def profiles_folder():
     return store.folder(folder_paths.get_user_directory())
 
 
-class DiTAccelCalibrate(io.ComfyNode):
+class DiTAccelCalibrate(KitNode):
+    TEXT = NodeText("DiTAccelCalibrate", "DiT Accel Calibrate", CATEGORY,
+                    "Samples once at full compute, as KSampler, and measures per step and per cond / uncond "
+                    "entry how the model's features move: the relative change of the output, of the block "
+                    "stack's output and of the first block's residual, and the error of Taylor forecasts of "
+                    "orders 0-2 over gaps of 1-16 steps. Saves the profile in ComfyUI's user folder "
+                    "(user/ditaccel/profiles/), keyed by the model's fingerprint, steps, sampler and size.")
+    IS_OUTPUT_NODE = True
+
     @classmethod
-    def define_schema(cls) -> io.Schema:
-        return node_schema(
-            node_id="DiTAccelCalibrate",
-            display_name="DiT Accel Calibrate",
-            category=CATEGORY,
-            description="Samples once at full compute, as KSampler, and measures per step and per cond / uncond "
-                        "entry how the model's features move: the relative change of the output, of the block "
-                        "stack's output and of the first block's residual, and the error of Taylor forecasts of "
-                        "orders 0-2 over gaps of 1-16 steps. Saves the profile in ComfyUI's user folder "
-                        "(user/ditaccel/profiles/), keyed by the model's fingerprint, steps, sampler and size.",
-            inputs=[
-                io.Model.Input("model", tooltip=f"The diffusion model as you sample it, LoRAs applied ({FAMILIES}); "
-                                                "no DiTAccel acceleration node before this one."),
-                io.Conditioning.Input("positive", tooltip="The prompt, as KSampler's."),
-                io.Conditioning.Input("negative", tooltip="The negative prompt, as KSampler's."),
-                io.Latent.Input("latent_image", tooltip="The empty latent: its size is part of the profile's key."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="The noise seed, as KSampler's."),
-                io.Int.Input("steps", default=28, min=2, max=200, tooltip="Steps; the profile serves this count."),
-                io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1, tooltip="CFG, as KSampler's."),
-                io.Combo.Input("sampler_name", options=list(comfy.samplers.KSampler.SAMPLERS), default="euler",
-                               tooltip="One model call per step: " + ", ".join(ONE_CALL_SAMPLERS) + "."),
-                io.Combo.Input("scheduler", options=list(comfy.samplers.KSampler.SCHEDULERS), default="simple",
-                               tooltip="The scheduler, as KSampler's."),
-                io.Boolean.Input("save", default=True, tooltip="Save the profile (off: only this graph uses it)."),
-            ],
-            outputs=[
-                io.Latent.Output("LATENT", tooltip="The full-compute sample (decode it as KSampler's)."),
-                PROFILE.Output("profile", display_name="profile", tooltip="The measured profile."),
-                io.Image.Output("plot", display_name="plot",
-                                tooltip="The relative changes and the forecast errors per step (log scale)."),
-            ],
-            is_output_node=True,
-        )
+    def schema_inputs(cls) -> list[Any]:
+        return [
+            io.Model.Input("model", tooltip=f"The diffusion model as you sample it, LoRAs applied ({FAMILIES}); "
+                                            "no DiTAccel acceleration node before this one."),
+            io.Conditioning.Input("positive", tooltip="The prompt, as KSampler's."),
+            io.Conditioning.Input("negative", tooltip="The negative prompt, as KSampler's."),
+            io.Latent.Input("latent_image", tooltip="The empty latent: its size is part of the profile's key."),
+            io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                         tooltip="The noise seed, as KSampler's."),
+            io.Int.Input("steps", default=28, min=2, max=200, tooltip="Steps; the profile serves this count."),
+            io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1, tooltip="CFG, as KSampler's."),
+            io.Combo.Input("sampler_name", options=list(comfy.samplers.KSampler.SAMPLERS), default="euler",
+                           tooltip="One model call per step: " + ", ".join(ONE_CALL_SAMPLERS) + "."),
+            io.Combo.Input("scheduler", options=list(comfy.samplers.KSampler.SCHEDULERS), default="simple",
+                           tooltip="The scheduler, as KSampler's."),
+            io.Boolean.Input("save", default=True, tooltip="Save the profile (off: only this graph uses it)."),
+        ]
+
+    @classmethod
+    def schema_outputs(cls) -> list[Any]:
+        return [
+            io.Latent.Output("LATENT", tooltip="The full-compute sample (decode it as KSampler's)."),
+            PROFILE.Output("profile", display_name="profile", tooltip="The measured profile."),
+            io.Image.Output("plot", display_name="plot",
+                            tooltip="The relative changes and the forecast errors per step (log scale)."),
+        ]
 
     @classmethod
     def validate_inputs(cls, input_types: dict[str, Any] | None = None, cfg: float = ABSENT,
@@ -79,43 +75,25 @@ class DiTAccelCalibrate(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent_image, seed: int, steps: int, cfg: float, sampler_name: str,
                 scheduler: str, save: bool = True) -> io.NodeOutput:
-        table = transformer_options(model).get(METHODS_KEY)
-        if table is not None and table.methods:
-            raise ValueError("model: DiTAccelCalibrate measures the model at full compute; it has "
-                             f"{', '.join(table.methods)} attached. Connect the model before the acceleration nodes.")
-        dm = model.get_model_object("diffusion_model")
-        adapter = adapter_for(dm, method="DiTAccelCalibrate")
-        recording = recorder.Recording()
-        samples = sample_with_progress(recorder.apply_calibrate(model, recording, steps), positive, negative,
-                                       latent_image, seed, steps, cfg, sampler_name, scheduler)
-        final = profile.probe(samples)
-        result = profile.build(model_fingerprint(model), adapter.family, identify(adapter, dm).name,
-                               sampler_name, scheduler, int(samples[0, 0].numel()), recording.sigmas,
-                               recording.features, {e: final for e in recording.features}, cfg=cfg)
-        text = f"profile {result.name}: {steps} steps, cfg {cfg:g}, entries {', '.join(result.entries)}"
-        if save:
-            path = store.save(result, profiles_folder())
-            text += f"; saved to {path}"
-        out = dict(latent_image, samples=samples)
-        out.pop("noise_mask", None)
-        return io.NodeOutput(out, result, plot.render(result), ui={"text": [text]})
+        return with_text(*run.calibrate(model, positive, negative, latent_image, seed, steps, cfg, sampler_name,
+                                        scheduler, profiles_folder() if save else None))
 
 
-class DiTAccelLoadProfile(io.ComfyNode):
+class DiTAccelLoadProfile(KitNode):
+    TEXT = NodeText("DiTAccelLoadProfile", "DiT Accel Load Profile", CATEGORY,
+                    "A profile DiT Accel Calibrate saved (user/ditaccel/profiles/), so a graph uses the "
+                    "measurement without calibrating again.")
+    IS_OUTPUT_NODE = True
+
     @classmethod
-    def define_schema(cls) -> io.Schema:
-        return node_schema(
-            node_id="DiTAccelLoadProfile",
-            display_name="DiT Accel Load Profile",
-            category=CATEGORY,
-            description="A profile DiT Accel Calibrate saved (user/ditaccel/profiles/), so a graph uses the "
-                        "measurement without calibrating again.",
-            inputs=[io.Combo.Input("profile_name", options=store.names(profiles_folder()) or ["(none saved yet)"],
-                                   tooltip="Saved profiles, newest first, named family-fingerprint-steps-sampler-"
-                                           "scheduler-size (the fingerprint samples the weights, LoRAs included).")],
-            outputs=[PROFILE.Output("profile", display_name="profile", tooltip="The profile read from its file.")],
-            is_output_node=True,
-        )
+    def schema_inputs(cls) -> list[Any]:
+        return [io.Combo.Input("profile_name", options=store.names(profiles_folder()) or ["(none saved yet)"],
+                               tooltip="Saved profiles, newest first, named family-fingerprint-steps-sampler-"
+                                       "scheduler-size (the fingerprint samples the weights, LoRAs included).")]
+
+    @classmethod
+    def schema_outputs(cls) -> list[Any]:
+        return [PROFILE.Output("profile", display_name="profile", tooltip="The profile read from its file.")]
 
     @classmethod
     def validate_inputs(cls, input_types: dict[str, Any] | None = None, profile_name: str = ABSENT) -> bool | str:
@@ -131,10 +109,7 @@ class DiTAccelLoadProfile(io.ComfyNode):
 
     @classmethod
     def execute(cls, profile_name: str) -> io.NodeOutput:
-        p = store.read(profiles_folder(), profile_name)
-        text = (f"profile {p.name}: {p.family} ({p.variant}), {p.steps} steps {p.sampler}/{p.scheduler}, "
-                f"{p.size_bucket[:-3]} latent positions, entries {', '.join(p.entries)}")
-        return io.NodeOutput(p, ui={"text": [text]})
+        return with_text(*run.load(profiles_folder(), profile_name))
 
 
 NODES = [DiTAccelCalibrate, DiTAccelLoadProfile]

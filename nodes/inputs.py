@@ -142,3 +142,27 @@ PRESET_TIP = ("quality / balanced / fast: the settings record of the loaded mode
 
 def preset_input() -> io.Combo.Input:
     return io.Combo.Input("preset", options=list(PRESET_NAMES), default="balanced", tooltip=PRESET_TIP)
+
+
+STACKS = " Stacks with the other DiTAccel nodes."
+
+
+def model_input(tooltip: str = f"The diffusion model ({FAMILIES}).") -> io.Model.Input:
+    return io.Model.Input("model", tooltip=tooltip)
+
+
+def window_inputs(starts: str, ends: str, end_note: str = "") -> list[io.Float.Input]:
+    """start_percent and end_percent: "<starts> at this share of the steps." and the same for the end."""
+    return [io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01, optional=True,
+                           tooltip=f"{starts} at this share of the steps."),
+            io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01, optional=True,
+                           tooltip=f"{ends} at this share of the steps{end_note}.")]
+
+
+def check(node: type[io.ComfyNode], input_types: dict[str, Any] | None, **values: Any) -> bool | str:
+    """validate_inputs of a node: the named widgets against its schema, then its step window where it has one."""
+    if error := schema_error(node, input_types, **values):
+        return error
+    if "start_percent" in values:
+        return window_error(values["start_percent"], values["end_percent"]) or True
+    return True

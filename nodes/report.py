@@ -2,73 +2,64 @@
 
 from __future__ import annotations
 
-import torch
+from typing import Any
+
 from comfy_api.latest import io, ui
 
-from ..accel_core.comfy_patch import attach, report_holder
-from ..accel_core.report import render_plot
+from ..accel_core.comfy_patch import attach
+from ..accel_core.report_node import last_run
+from .base import KitNode, NodeText
 from .inputs import FAMILIES
-from .schema import node_schema
 
 CATEGORY = "DiTAccel"
 
 
-class DiTAccelRecord(io.ComfyNode):
+class DiTAccelRecord(KitNode):
+    TEXT = NodeText("DiTAccelRecord", "DiT Accel Record", CATEGORY,
+                    "Records every sampling step of this model for DiTAccelReport without changing "
+                    "what it computes. Every DiTAccel acceleration node records already; use this one "
+                    "on a baseline graph to compare against.")
+
     @classmethod
-    def define_schema(cls) -> io.Schema:
-        return node_schema(
-            node_id="DiTAccelRecord",
-            display_name="DiT Accel Record",
-            category=CATEGORY,
-            description="Records every sampling step of this model for DiTAccelReport without changing "
-                        "what it computes. Every DiTAccel acceleration node records already; use this one "
-                        "on a baseline graph to compare against.",
-            inputs=[io.Model.Input("model", tooltip=f"The diffusion model to record ({FAMILIES}).")],
-            outputs=[io.Model.Output(tooltip="The same model, recording its sampling runs.")],
-        )
+    def schema_inputs(cls) -> list[Any]:
+        return [io.Model.Input("model", tooltip=f"The diffusion model to record ({FAMILIES}).")]
+
+    @classmethod
+    def schema_outputs(cls) -> list[Any]:
+        return [io.Model.Output(tooltip="The same model, recording its sampling runs.")]
 
     @classmethod
     def execute(cls, model) -> io.NodeOutput:
-        patched, _ = attach(model, None, name="DiTAccelRecord")
-        return io.NodeOutput(patched)
+        return io.NodeOutput(attach(model, None, name="DiTAccelRecord")[0])
 
 
-class DiTAccelReport(io.ComfyNode):
+class DiTAccelReport(KitNode):
+    TEXT = NodeText("DiTAccelReport", "DiT Accel Report", CATEGORY,
+                    "Per step of the model's last sampling run: sigma, what ran, what was skipped, "
+                    "estimated transformer FLOPs and wall time. Connect the model the sampler used "
+                    "and the sampler's output latent (so this runs after it).")
+    IS_OUTPUT_NODE = True
+
     @classmethod
-    def define_schema(cls) -> io.Schema:
-        return node_schema(
-            node_id="DiTAccelReport",
-            display_name="DiT Accel Report",
-            category=CATEGORY,
-            description="Per step of the model's last sampling run: sigma, what ran, what was skipped, "
-                        "estimated transformer FLOPs and wall time. Connect the model the sampler used "
-                        "and the sampler's output latent (so this runs after it).",
-            inputs=[
-                io.Model.Input("model", tooltip="The model that went into the sampler, after the DiTAccel nodes."),
-                io.Latent.Input("latent", tooltip="The sampler's output; only used so the report runs after sampling."),
-            ],
-            outputs=[
-                io.String.Output("summary", display_name="summary",
-                                 tooltip="Table of the last run: one line per step."),
-                io.Image.Output("plot", display_name="plot", tooltip="FLOPs run per step (bars) and wall time (line)."),
-            ],
-            is_output_node=True,
-        )
+    def schema_inputs(cls) -> list[Any]:
+        return [
+            io.Model.Input("model", tooltip="The model that went into the sampler, after the DiTAccel nodes."),
+            io.Latent.Input("latent", tooltip="The sampler's output; only used so the report runs after sampling."),
+        ]
+
+    @classmethod
+    def schema_outputs(cls) -> list[Any]:
+        return [
+            io.String.Output("summary", display_name="summary",
+                             tooltip="Table of the last run: one line per step."),
+            io.Image.Output("plot", display_name="plot", tooltip="FLOPs run per step (bars) and wall time (line)."),
+        ]
 
     @classmethod
     def execute(cls, model, latent) -> io.NodeOutput:
-        holder = report_holder(model)
-        record = holder.latest if holder is not None else None
-        if record is None:
-            summary = ("No DiTAccel record on this model: nothing was recorded. Put a DiTAccel node "
-                       "(or DiTAccelRecord) between the model loader and the sampler, and connect the "
-                       "model that went into the sampler here.")
-        else:
-            summary = record.summary()
-        plot = torch.from_numpy(render_plot(record)).unsqueeze(0)
+        summary, plot = last_run(model)
         # the plot as a preview on the node (a temp file, as PreviewImage); the text through web/js/report.js
-        preview = ui.PreviewImage(plot, cls=cls).as_dict()
-        return io.NodeOutput(summary, plot, ui={"text": [summary], **preview})
+        return io.NodeOutput(summary, plot, ui={"text": [summary], **ui.PreviewImage(plot, cls=cls).as_dict()})
 
 
 NODES = [DiTAccelRecord, DiTAccelReport]

@@ -174,3 +174,16 @@ def plot(result: SearchResult, objective: str, width: int = 640, height: int = 3
     d.text((left, bottom + 10), "round 1", fill="black")
     d.text((right - 60, bottom + 10), f"round {n}", fill="black")
     return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).unsqueeze(0)
+
+
+def run_node(model: Any, positive: Any, negative: Any, latent: dict, vae: Any, seeds: str, layers: str, rounds: int,
+           top_k: int, objective: str, caption: str, reference: torch.Tensor | None, steps: int, cfg: float,
+           sampler_name: str, scheduler: str, strength: float, scale: float) -> tuple[tuple[Any, ...], str]:
+    """What DiTAccelHeadHunter does: ((heads, plot), summary) of the search with the node's inputs."""
+    score = objective_function(objective, caption, reference)
+    cfg, cfg_note = search_cfg(model, cfg)
+    setup = SearchSetup(positive, negative, latent, vae, parse_seeds(seeds), steps, cfg, sampler_name, scheduler,
+                        strength, scale)
+    runs = planned_runs(model, setup, layers, rounds, top_k)
+    result, spec = run_search(model, setup, layers, rounds, top_k, score)
+    return (spec, plot(result, objective)), summary(result, spec, objective, runs, cfg_note)

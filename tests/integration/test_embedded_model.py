@@ -20,8 +20,8 @@ def test_model_files_in_git_stay_within_40_mb():
 
 
 def test_captions_steer_the_trained_model(client, baseline_prompt):
-    # Prompt adherence is measured by tools/benchmarks/embedded_eval.py (README); it does not meet issue 3's
-    # bar yet, so CI checks what holds: real, caption-dependent, coloured images.
+    # Prompt adherence is measured by tools/benchmarks/embedded_eval.py (docs/embedded_model.md); it does not
+    # meet its bar yet, so CI checks what holds: real, caption-dependent, coloured images.
     held_out = scenes.draw_scenes(31337, 6, "held_out", max_objects=1)
     images = [decode_png(client.run(with_caption(baseline_prompt, s.caption, seed=500)).images[0])
               for s in held_out]

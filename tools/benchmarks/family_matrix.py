@@ -1,6 +1,6 @@
 """Every method on every model family the pack knows: engaged, or the clear error it gives.
 
-    .venv/bin/python -m tools.benchmarks.family_matrix            # prints the README's matrix (markdown)
+    .venv/bin/python -m tools.benchmarks.family_matrix            # prints the matrix of docs/results/families.md
 
 In process on real ComfyUI: for each family the smallest model 0.3.75's loader detects (the
 embedded Wan model; Flux, SD3, HunyuanVideo, Qwen-Image, Chroma, Lumina 2 and Z-Image with seeded

@@ -184,6 +184,49 @@ def page() -> str:
                         for m in MODELS)
     return f"""# Extra memory per node and model
 
+The extra device memory each acceleration node keeps and allocates, how the pack plans it against
+what the device can give before the model loads, and what it does when a node does not fit; then every
+node at real models' sizes (formulas checked against measured allocations at small sizes, not GPU
+measurements).
+
+## How the pack plans memory for the nodes
+
+Every acceleration node declares the extra memory it keeps across steps and allocates per call, as a
+formula of the model's width, depth and heads, the token count, the batch and conditioning entries, the
+dtype and its resolved settings (beside each method: `memory_needs` in `accel_core/caching/`,
+`spatial/`, `attention/engine.py`; added up and planned in `accel_core/memory.py`). When a sampling run
+starts, before the model loads, the pack plans every node stacked on the model against what the device
+can give (its free memory plus the weights ComfyUI can offload, less ComfyUI's own estimate of the
+sampling's activations) and asks ComfyUI's loader to make room for it, so weights are offloaded
+instead of the sampling running out of memory halfway. A node that does not fit as written switches
+to a form that does: forecast tables, residuals or keys and values kept in **host memory** (moved to
+the device when used; the report estimates the copy time per step), Re-ttention's residual in the
+**model's dtype**, or sparse attention **chunked** (a group of heads, and the skipped-block estimate a
+slice of the queries, at a time). Where no form fits, the prompt is refused before the first step,
+naming the node, what it needs, what is free and a setting that fits; the server test's refusal
+(`tests/integration/test_memory_budget.py`, budget 3 MB, JiT with full context over TaylorSeer at 512 px):
+
+```
+DiTAccelJiT: not enough memory to run at 1024 image tokens x 2 batch rows: it needs 5.0 MB of extra device
+memory (host memory form, plus 25.2 MB of host memory); 2.9 MB is free for it (of 3.0 MB; the other nodes
+use the rest), as DITACCEL_DEVICE_MEMORY sets. Fits with full_context off; or at up to 596 image tokens
+(a smaller size or fewer frames).
+```
+
+The report prints each node's form (`memory: DiTAccelRAS: host memory, ...`). `DITACCEL_DEVICE_MEMORY`
+(e.g. `6GB`) sets the device budget by hand and `DITACCEL_HOST_MEMORY` the host one.
+The table below covers every node at the sizes people run (Wan 2.1 14B 832×480×81 and 1280×720×81,
+Wan 1.3B, Wan 2.2 5B, Flux 1024² and 2048², HunyuanVideo 1280×720×129, Qwen-Image 1328²) against the
+contract's budget, max(2 GB, 10 % of the model's weights): every node fits there at its `balanced`
+settings, in its own or another form, except RAS and JiT with full context at 1280×720×81 on Wan 14B
+(their keys and values, 124 GB, exceed 64 GB of host memory) and Re-ttention on Wan 14B and
+HunyuanVideo (refused, naming the size that fits).
+
+## Extra device memory per node at real models' sizes
+
+Computed 2026-12-07 on the 2-core CPU dev machine (no GPU): the nodes' formulas at real models'
+dimensions, no model runs.
+
 Made by `.venv/bin/python -m tools.benchmarks.memory_table --out docs/results/memory.md` (no model runs:
 the formulas the nodes use at run time, tested against measured allocations at three small sizes per
 method in `tests/unit/test_memory_contract.py`).

@@ -9,7 +9,7 @@ method `draft`) on both: the embedded image model (256 px, 256 image tokens) and
 frames, by default 17 at 256 px: 5 latent frames x 256 = 1280 image tokens, enough for sparse
 attention, which stays dense below 1024). One ComfyUI server, held-out captions and seeds,
 each configuration after its baseline; PSNR / SSIM of the decoded image or clip against the
-baseline's, and the bar the issues set for that method at its defaults. SoftPAG is guidance: it
+baseline's, and the bar set for that method at its defaults. SoftPAG is guidance: it
 changes the image on purpose, so its measure is prompt adherence (tools/benchmarks/bench_softpag.py).
 """
 
@@ -36,14 +36,14 @@ class Method:
 
 
 METHODS = (
-    Method("TaylorSeer", "DiTAccelTaylorSeer", {"preset": "balanced"}, 30.0, "issue 4"),
+    Method("TaylorSeer", "DiTAccelTaylorSeer", {"preset": "balanced"}, 30.0, "caching target"),
     Method("TaylorSeer modules", "DiTAccelTaylorSeer", {"preset": "balanced", "granularity": "modules"}, 30.0,
-           "issue 4"),
-    Method("CGTaylor", "DiTAccelCGTaylor", {"preset": "balanced"}, 30.0, "issue 4"),
+           "caching target"),
+    Method("CGTaylor", "DiTAccelCGTaylor", {"preset": "balanced"}, 30.0, "caching target"),
     Method("FirstBlockCache", "DiTAccelFirstBlockCache", {"preset": "balanced"}, 30.0, "as TaylorSeer"),
-    Method("SparseAttention", "DiTAccelSparseAttention", {"preset": "balanced", "method": "draft"}, 28.0, "issue 8"),
-    Method("RAS", "DiTAccelRAS", {"preset": "balanced"}, 28.0, "issue 6"),
-    Method("JiT", "DiTAccelJiT", {"preset": "balanced"}, 24.0, "issue 6"),
+    Method("SparseAttention", "DiTAccelSparseAttention", {"preset": "balanced", "method": "draft"}, 28.0, "video target"),
+    Method("RAS", "DiTAccelRAS", {"preset": "balanced"}, 28.0, "spatial target"),
+    Method("JiT", "DiTAccelJiT", {"preset": "balanced"}, 24.0, "spatial target"),
 )
 
 

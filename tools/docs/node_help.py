@@ -18,7 +18,14 @@ from tools import REPO
 from tools.workflows.workflow_ui import _inputs as inputs_of
 
 DOCS = REPO / "web" / "docs"
-RESULTS = "https://github.com/ditaccel/ComfyUI-DiTAccel/blob/main/README.md"
+DOCS_URL = "https://github.com/ditaccel/ComfyUI-DiTAccel/blob/main/docs"
+# each node's guide in docs/guides/: when to use it, what it costs, its measured figures
+GUIDES = {"DiTAccelTaylorSeer": "taylorseer", "DiTAccelCGTaylor": "cg_taylor",
+          "DiTAccelFirstBlockCache": "first_block_cache", "DiTAccelRAS": "ras", "DiTAccelJiT": "jit",
+          "DiTAccelSoftPAG": "softpag", "DiTAccelHeadHunter": "headhunter",
+          "DiTAccelSparseAttention": "sparse_attention", "DiTAccelCalibrate": "calibration",
+          "DiTAccelLoadProfile": "calibration", "DiTAccelRecord": "record_and_report",
+          "DiTAccelReport": "record_and_report"}
 
 
 @dataclass(frozen=True)
@@ -52,7 +59,7 @@ HELP: dict[str, Help] = {
         "Wan 2.x only (a clear error on other families).", "Full compute (left) and the RAS graph (right)."),
     "DiTAccelJiT": Help(
         "Early steps on a sparse set of anchor tokens; worth it at many tokens. Below its quality bar on the "
-        "embedded model (see the README's limits).",
+        "embedded model (see docs/limits.md).",
         "Wan 2.x only (a clear error on other families).", "Full compute (left) and the JiT graph (right)."),
     "DiTAccelSoftPAG": Help(
         "Better structure and prompt adherence than CFG alone, at the cost of one more model pass per step. "
@@ -69,8 +76,9 @@ HELP: dict[str, Help] = {
     "DiTAccelCalibrate": Help(
         "Once per model, step count, sampler and size you use: it samples at full compute and measures how the "
         "features move, so the pack's caching can be set from your model instead of published tables (fine-tunes, "
-        "LoRAs, distilled models). Put it where your KSampler is, with the same inputs. Not yet read by the "
-        "caching nodes: this release measures and saves.", ALL_FAMILIES + " One model call per step (euler, "
+        "LoRAs, distilled models). Put it where your KSampler is, with the same inputs, and connect its `profile` "
+        "output (or DiT Accel Load Profile's) to TaylorSeer, CG-Taylor or First Block Cache: their presets "
+        "become error budgets planned on your model.", ALL_FAMILIES + " One model call per step (euler, "
         "dpmpp_2m, uni_pc, ...).", "The curves it measured on the embedded model (28 steps, euler)."),
     "DiTAccelLoadProfile": Help(
         "In a later graph: pick a profile DiT Accel Calibrate saved instead of calibrating again. The list is "
@@ -134,7 +142,7 @@ def render(node: str, info: dict) -> str:
     for kind, name, tip in zip(info["output"], info["output_name"], tips, strict=True):
         lines.append(f"- `{name}` ({kind}): {tip or ''}".rstrip(": "))
     lines += ["", "## Picture", "", f"![{node}]({picture(node)})", "", h.picture, "",
-              f"Measured speed-ups and quality: the README's Results ({RESULTS}).", ""]
+              f"The guide, with the measured speed-ups and quality: {DOCS_URL}/guides/{GUIDES[node]}.md", ""]
     return "\n".join(lines)
 
 
