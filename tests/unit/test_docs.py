@@ -4,7 +4,6 @@ resolve, no issue numbers, every node help page pointing at an existing guide.""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 

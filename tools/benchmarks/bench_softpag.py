@@ -93,7 +93,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--top-k", type=int, default=1)
     parser.add_argument("--strength", type=float, default=1.0)
-    # w = 1, not the paper's 3: on top of CFG 5, w = 3 left the guided rows below CFG on this model (docs/results/guidance.md)
+    # w = 1, not the paper's 3: on top of CFG 5, w = 3 left the guided rows below CFG on this model
+    # (docs/results/guidance.md)
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--heads", default="", help="skip the search: evaluate these heads (SoftPAG grammar)")
     parser.add_argument("--skip-cases", type=int, default=0, help="evaluate on the held-out captions after these")

@@ -41,7 +41,8 @@ METHODS = (
            "caching target"),
     Method("CGTaylor", "DiTAccelCGTaylor", {"preset": "balanced"}, 30.0, "caching target"),
     Method("FirstBlockCache", "DiTAccelFirstBlockCache", {"preset": "balanced"}, 30.0, "as TaylorSeer"),
-    Method("SparseAttention", "DiTAccelSparseAttention", {"preset": "balanced", "method": "draft"}, 28.0, "video target"),
+    Method("SparseAttention", "DiTAccelSparseAttention", {"preset": "balanced", "method": "draft"}, 28.0,
+           "video target"),
     Method("RAS", "DiTAccelRAS", {"preset": "balanced"}, 28.0, "spatial target"),
     Method("JiT", "DiTAccelJiT", {"preset": "balanced"}, 24.0, "spatial target"),
 )
