@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from comfy_api.latest import io
 
@@ -10,7 +10,7 @@ from ..accel_core.attention.apply import apply_sparse_attention
 from ..accel_core.attention.config import METHODS
 from ..accel_core.settings import records
 from .base import MethodNode, NodeText
-from .inputs import ABSENT, auto_float, auto_int, check, window_inputs
+from .inputs import ABSENT, AUTO, auto_float, auto_int, check, window_inputs
 
 CATEGORY = "DiTAccel/attention"
 METHOD_TIP = ("grat: static neighbourhood of each tile; pisa: exact top blocks + Taylor estimate of the rest; "
@@ -26,6 +26,8 @@ class DiTAccelSparseAttention(MethodNode):
                     "patches and stacks with the caching nodes.", "The model with sparse attention attached.")
     METHOD = records.SPARSE
     attach = staticmethod(apply_sparse_attention)
+    # left out: the loaded model's balanced values
+    OMITTED: ClassVar[dict[str, Any]] = {"density": AUTO, "dense_steps": AUTO, "dense_blocks": AUTO}
 
     @classmethod
     def custom_inputs(cls) -> list[Any]:

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 from comfy_api.latest import io
 
 from ..accel_core.settings.resolve import Request
-from .inputs import AUTO, FAMILIES, model_input, preset_input
+from .inputs import FAMILIES, model_input, preset_input
 from .schema import node_schema
 
 
@@ -64,6 +64,8 @@ class MethodNode(KitNode):
 
     METHOD: ClassVar[str]  # the settings records' method key
     attach: ClassVar[Callable[[Any, Any], Any]]  # (model, request) -> the patched clone
+    # what an input the prompt leaves out stands for, where not the method's own default
+    OMITTED: ClassVar[dict[str, Any]] = {}
 
     @classmethod
     def custom_inputs(cls) -> list[Any]:
@@ -79,10 +81,7 @@ class MethodNode(KitNode):
 
     @classmethod
     def request(cls, model: Any, preset: str, custom: dict[str, Any]) -> Any:
-        # a number the prompt leaves out means what its widget's default means: -1, auto
-        autos = {i.id: i.default for i in cls.custom_inputs()
-                 if isinstance(i, io.Int.Input | io.Float.Input) and i.default == AUTO}
-        return Request(cls.METHOD, preset, {**autos, **custom})
+        return Request(cls.METHOD, preset, {**cls.OMITTED, **custom})
 
     @classmethod
     def execute(cls, model: Any, preset: str, **custom: Any) -> io.NodeOutput:

@@ -67,13 +67,9 @@ class DiTAccelTaylorSeer(CachingNode):
             auto_int("order", 4, "Taylor order of the forecast (0 reuses the last full step)."),
             *window_inputs(),
             io.Combo.Input("granularity", options=list(GRANULARITIES), default="auto", optional=True,
-                           tooltip="auto: output at order 0, blocks above. output: forecast the model's "
-                                   "output, so a forecast step runs nothing of the model (order + 1 "
-                                   "latents per cond/uncond; orders >= 1 extrapolate badly; SD3 uses "
-                                   "blocks). blocks: forecast the block stack's output, the head still "
-                                   "runs (order + 1 hidden states). modules: forecast every attention "
-                                   "and MLP output, as the paper (Wan only; 3 x blocks x (order + 1) "
-                                   "hidden states). Applies to every preset."),
+                           tooltip="What is forecast: output (the model's output, the cheapest), blocks (the "
+                                   "block stack's output), modules (every attention and MLP output, as the "
+                                   "paper; Wan only); auto: output at order 0, blocks above. Every preset."),
             auto_float("threshold", 10.0, 0.005,
                        "0 runs a full step every `interval` steps. Above 0 the schedule is adaptive: a full "
                        "step as soon as the estimated relative change of the forecast feature since the last "

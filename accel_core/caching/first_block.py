@@ -109,19 +109,28 @@ class CGTaylorConfig(GateConfig):
 
 @dataclass
 class GatedState:
-    """What both methods share: the per-call plan and the run's skip bookkeeping."""
+    """What both gates share: the run's skip bookkeeping and the model call's scratch.
 
-    window: StepWindow
-    max_skips: int
-    total_steps: int
+    Call order in one model call (`gated_block_hook`): at the first block the call's entries and sigma
+    are set (`streams`, `coord`) and the first block runs; `gate` (each subclass) decides from its
+    output whether the rest is skipped (`allowed` keeps the window and `max_skips`), `count` books
+    it; then the rest of the stack runs and `store` keeps what a later skip reuses, or `replacement`
+    stands in for the rest.
+    """
+
+    # per run
+    window: StepWindow  # warm-up and the steps the gate may skip
+    max_skips: int  # at most this many skipped steps in a row
+    total_steps: int  # the run's sampler steps
     skips_in_a_row: int = 0  # skipped sampler steps in a row (a step may call the model twice)
-    last_skipped_step: int | None = None
-    streams: list[Hashable] = field(default_factory=list)
-    coord: float = 0.0
-    skip: bool = False
-    first_out: dict[str, torch.Tensor] = field(default_factory=dict)  # the call in progress only
-    last_error: float = float("nan")
+    last_skipped_step: int | None = None  # the latest step skipped
     storage: Storage = ON_DEVICE  # where the cached tensors live (memory form)
+    # per model call (scratch)
+    streams: list[Hashable] = field(default_factory=list)  # the call's cond/uncond entries, in batch order
+    coord: float = 0.0  # the call's sigma
+    skip: bool = False  # the gate skips the rest of the stack on this call
+    first_out: dict[str, torch.Tensor] = field(default_factory=dict)  # the first block's output
+    last_error: float = float("nan")  # the gate's measure on this call (the report's gate column)
 
     def allowed(self, step: int) -> bool:
         if self.window.forced_full(step, self.total_steps):

@@ -163,20 +163,35 @@ class ChangeEstimate:
 
 @dataclass
 class TaylorSeerState:
-    schedule: IntervalSchedule | PlannedSchedule
-    total_steps: int
-    order: int
-    threshold: float = 0.0
-    last_full_step: int | None = None
-    decided_step: int | None = None
-    step_full: bool = True
-    step_estimate: float = float("nan")
-    call_full: bool = True
-    call_streams: list[Hashable] = field(default_factory=list)
-    call_coord: float = 0.0
-    forecasters: dict[tuple[Hashable, str], TaylorForecaster] = field(default_factory=dict)
-    change: ChangeEstimate = field(default_factory=ChangeEstimate)
+    """One sampling run's TaylorSeer state, by lifetime: the run's (settings, forecasters, the adaptive
+    estimate), the sampler step's (decided at the step's first model call, so every call of a step —
+    cond and uncond apart, Heun's second evaluation — follows one decision) and the model call's
+    scratch (overwritten by every call).
+
+    Call order in one model call: `begin_call` (decides the step once, then this call: full, or a
+    forecast where every forecaster is ready) and `note_call` (the report's gate column); then on a
+    full call the model runs and `store` keeps its output (granularity `modules`: `module_computed` per
+    wrapped module, `stack_computed` at the last block); on a forecast call `forecast` (`modules`:
+    `module_output` per wrapped module) answers instead.
+    """
+
+    # per run
+    schedule: IntervalSchedule | PlannedSchedule  # which steps run in full (fixed interval or planned)
+    total_steps: int  # the run's sampler steps
+    order: int  # Taylor order of every forecaster
+    threshold: float = 0.0  # > 0: the adaptive rule on top of the schedule
+    forecasters: dict[tuple[Hashable, str], TaylorForecaster] = field(default_factory=dict)  # per entry, feature
+    change: ChangeEstimate = field(default_factory=ChangeEstimate)  # the adaptive rule's estimate
     storage: Storage = field(default_factory=Storage)  # where the forecast tables live (memory form)
+    # per sampler step
+    last_full_step: int | None = None  # the latest step that ran in full
+    decided_step: int | None = None  # the step `step_full` was decided for
+    step_full: bool = True  # this step runs in full
+    step_estimate: float = float("nan")  # the adaptive estimate it was decided on
+    # per model call (scratch)
+    call_full: bool = True  # this call runs the model (a step's forecast call falls back to full until ready)
+    call_streams: list[Hashable] = field(default_factory=list)  # the call's cond/uncond entries, in batch order
+    call_coord: float = 0.0  # the call's sigma: where forecasts are evaluated and values stored
 
     def decide_step(self, step: int, call_input: torch.Tensor | None = None) -> bool:
         """Full or forecast, once per sampler step (at its first model call); every call of the step follows it."""

@@ -23,6 +23,7 @@ the sampler's; `tools/benchmarks/bench_spatial.py` measures both at the same ste
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -31,7 +32,9 @@ import torch.nn.functional as F
 
 from ..memory import DEVICE, ON_DEVICE, ModelDims, Need, RunShape, Storage
 from ..quoting import quoted
-from .tokens import as_video, context_forms, per_token
+from ..run_context import BlockSite, RunContext
+from .subset_call import CallPlan, call_key, run_block, subset_plan
+from .tokens import as_video, context_forms, per_token, to_pixels
 
 KEY = "ditaccel.jit"
 INTERPOLATE = ("clean", "velocity")
@@ -206,17 +209,23 @@ def spread_sigma(density: float) -> float:
 @dataclass
 class JiTState:
     """Per run: the anchors of each sample (grown at stage changes), the starting noise, the last
-    velocity and clean-image estimate (for the next stage's new tokens)."""
+    velocity and clean-image estimate (for the next stage's new tokens).
+
+    Order: at a call's first block `begin_call` asks `anchors` for the step's anchors (grown at a
+    stage change) and sets `current` and `used_mask`; every block runs on the anchors
+    (`subset_call.run_block`); after the guidance, the post-CFG `fill` rewrites the tokens the model
+    did not compute and keeps `last_velocity`, `last_clean` and `last_mask` for the next stage.
+    """
 
     config: JiTConfig
-    total_steps: int
-    patch: tuple[int, int, int]
+    total_steps: int  # the run's sampler steps
+    patch: tuple[int, int, int]  # the model's patch size (latent pixels per token)
     mask: torch.Tensor | None = None  # (B, L) bool: the anchors of the current stage
-    stage: int = 0
-    grid: tuple[int, int, int] | None = None
+    stage: int = 0  # the current stage's index
+    grid: tuple[int, int, int] | None = None  # the token grid (frames, rows, columns)
     joined: torch.Tensor | None = None  # (B, L) bool: tokens that joined at `joined_step`
-    joined_step: int | None = None
-    noise: torch.Tensor | None = None
+    joined_step: int | None = None  # the step of the latest stage change
+    noise: torch.Tensor | None = None  # the run's starting noise
     last_velocity: torch.Tensor | None = None
     last_clean: torch.Tensor | None = None
     last_mask: torch.Tensor | None = None  # the anchors `last_clean` came from
@@ -270,3 +279,81 @@ def memory_needs(config: JiTConfig, dims: ModelDims, shape: RunShape) -> tuple[N
     if not config.full_context:
         return (Need(DEVICE, held=kept, between=between),)
     return context_forms(kept, between, dims, shape)
+
+
+def begin_call(state: JiTState, ctx: RunContext, args: dict) -> CallPlan:
+    to = args["transformer_options"]
+    x = args["img"]
+    plan = CallPlan(call_key(to, x))
+    call = ctx.current_call
+    chunks = max(len(to.get("cond_or_uncond") or ()), 1)
+    if call is None or x.shape[1] != call.image_tokens or x.shape[0] % chunks:
+        state.used_mask = None
+        return plan
+    mask = state.anchors(ctx.step, x.shape[0] // chunks, call.grid)
+    if mask is None or (state.config.full_context and plan.key not in state.seen):
+        state.used_mask = None
+        state.seen.add(plan.key)
+        return plan
+    state.used_mask = mask
+    per_sample = mask.nonzero()[:, 1].view(mask.shape[0], -1)
+    keys = x.shape[1] if state.config.full_context else None  # full context: anchors attend to every token
+    return subset_plan(plan, ctx, x, per_sample, chunks, n_keys=keys, left_out="interpolated")
+
+
+def block_hook() -> Callable[..., dict]:
+    def hook(args: dict, call_block: Callable[[dict], dict], site: BlockSite, ctx: RunContext | None) -> dict:
+        if ctx is None:
+            return call_block(args)
+        state: JiTState = ctx.state(KEY)
+        if site.flat_index == 0 or state.current is None:
+            state.current = begin_call(state, ctx, args)
+        out = run_block(args, call_block, site, state.current, ctx)
+        if site.last:
+            state.current = None
+        return out
+
+    return hook
+
+
+def fill(state: JiTState, ctx: RunContext, x: torch.Tensor, denoised: torch.Tensor,
+         sigma_now: torch.Tensor) -> torch.Tensor:
+    """The guided prediction with the tokens the model did not compute filled in: their velocity is the
+    anchors' velocity spread over the image; tokens joining this step are pulled toward the anchors'
+    clean-image estimate (the micro-flow), through the velocity the sampler integrates."""
+    sigma = sigma_now.reshape(-1, *([1] * (x.dim() - 1))).clamp_min(1e-8)
+    if state.noise is None or state.noise.shape != x.shape:
+        state.noise = x / sigma  # the run's starting noise (x = sigma_max * noise on an empty latent)
+    mask = state.used_mask if state.used_mask is not None and state.used_mask.shape[0] == x.shape[0] else None
+    joining = (state.joined_step == ctx.step and state.joined is not None and state.last_clean is not None
+               and state.last_clean.shape == x.shape and ctx.step + 1 < len(ctx.sample_sigmas))
+    if mask is not None:
+        density = float(mask.float().mean())
+        known = mask_pixels(state, mask, x)
+        width = spread_sigma(density) * state.patch[1]
+        if state.config.interpolate == "velocity":
+            denoised = x - sigma * spread((x - denoised) / sigma, known, width)
+        else:
+            denoised = spread(denoised, known, width)
+    if joining:
+        state.joined_step = None  # once per stage change, whatever the sampler's evaluations per step
+        before = state.last_mask
+        clean = spread(state.last_clean, mask_pixels(state, before, x),
+                       spread_sigma(float(before.float().mean())) * state.patch[1])
+        target = clean * (1 - sigma) + sigma * state.noise
+        dt = ctx.sample_sigmas[ctx.step + 1] - float(sigma_now.flatten()[0])
+        if abs(dt) > 1e-8:
+            joined = mask_pixels(state, state.joined, x).unsqueeze(1)
+            v = pull_velocity((x - denoised) / sigma, x, target, joined, state.config.relax, dt)
+            denoised = x - sigma * v
+    state.last_velocity = (x - denoised) / sigma
+    state.last_clean = denoised
+    state.last_mask = mask if mask is not None else torch.ones(x.shape[0], state.tokens, dtype=torch.bool)
+    return denoised
+
+
+def mask_pixels(state: JiTState, mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A per-token mask on the latent's pixels: (B, T, H, W) for video latents, (B, H, W) for images."""
+    size = tuple(as_video(x).shape[2:])
+    pixels = to_pixels(mask.float(), state.grid, state.patch, size) > 0.5
+    return pixels if x.dim() == 5 else pixels[:, 0]

@@ -20,12 +20,15 @@ the FLOPs; docs/results/spatial.md).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
 from ..memory import ON_DEVICE, ModelDims, Need, RunShape, Storage
+from ..run_context import BlockSite, RunContext
+from .subset_call import CallPlan, call_key, run_block, subset_plan
 from .tokens import as_video, channel_spread, context_forms, per_token
 
 KEY = "ditaccel.ras"
@@ -135,14 +138,20 @@ def choose_tokens(metric: torch.Tensor, drop_count: torch.Tensor, keep: int, hig
 
 @dataclass
 class RASState:
-    """Per run: the selection of each step (shared by every call of the step) and the per-call caches."""
+    """Per run: the selection of each step (shared by every call of the step) and the per-call caches.
+
+    Order: after each model evaluation the post-CFG observer hands `observe` the guided velocity; at a
+    call's first block `begin_call` asks `selection` for the step's tokens (chosen once per step) and
+    sets `current`; every block runs on those tokens (`subset_call.run_block`), the attention reading
+    `keys_values`; the last block's output goes to `hidden` and `current` is cleared.
+    """
 
     config: RASConfig
-    plan: StepPlan
-    patch: tuple[int, int, int]
+    plan: StepPlan  # which steps run sparse
+    patch: tuple[int, int, int]  # the model's patch size (latent pixels per token)
     metric: torch.Tensor | None = None  # (B, L) from the last guided update
-    drop_count: torch.Tensor | None = None
-    chosen_step: int | None = None
+    drop_count: torch.Tensor | None = None  # (B, L) how often each token was left out (its rank rises)
+    chosen_step: int | None = None  # the step `chosen` is for
     chosen: torch.Tensor | None = None  # (B, keep) for `chosen_step`
     # per call key (conditionings + shape): the last block's output and each block's keys / values
     hidden: dict[tuple, torch.Tensor] = field(default_factory=dict)
@@ -181,3 +190,36 @@ def memory_needs(config: RASConfig, dims: ModelDims, shape: RunShape) -> tuple[N
     kept = shape.hidden(dims, rows=shape.rows) + small
     between = shape.hidden(dims, rows=shape.rows) + shape.hidden(dims, tokens=keep, rows=shape.rows)
     return context_forms(kept, between, dims, shape)
+
+
+def begin_call(state: RASState, ctx: RunContext, args: dict) -> CallPlan:
+    to = args["transformer_options"]
+    x = args["img"]
+    plan = CallPlan(call_key(to, x))
+    call = ctx.current_call
+    if call is None or x.shape[1] != call.image_tokens or plan.key not in state.hidden:
+        return plan
+    chosen = state.selection(ctx.step, x.shape[1])
+    chunks = max(len(to.get("cond_or_uncond") or ()), 1)
+    if chosen is None or chosen.shape[0] * chunks != x.shape[0]:
+        return plan
+    return subset_plan(plan, ctx, x, chosen, chunks, n_keys=x.shape[1], left_out="reused")
+
+
+def block_hook() -> Callable[..., dict]:
+    def hook(args: dict, call_block: Callable[[dict], dict], site: BlockSite, ctx: RunContext | None) -> dict:
+        if ctx is None:
+            return call_block(args)
+        state: RASState = ctx.state(KEY)
+        if site.flat_index == 0 or state.current is None:
+            state.current = begin_call(state, ctx, args)
+        plan: CallPlan = state.current
+        # the last block's tokens left out keep the output they had when last computed
+        base = state.hidden[plan.key] if site.last and plan.index is not None else None
+        out = run_block(args, call_block, site, plan, ctx, base)
+        if site.last:
+            state.hidden[plan.key] = out["img"]
+            state.current = None
+        return out
+
+    return hook

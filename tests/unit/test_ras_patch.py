@@ -129,7 +129,7 @@ def test_ras_and_jit_on_one_model_are_refused(wan):
 
 def test_wan22_modulation_per_frame_is_spread_to_tokens_as_the_block_does():
     from comfy.ldm.wan.model import repeat_e
-    from comfyui_ditaccel.accel_core.spatial.apply import per_token_modulation
+    from comfyui_ditaccel.accel_core.spatial.subset_call import per_token_modulation
 
     x = torch.zeros(2, 10, 4)  # 10 tokens over 3 frames: an uneven split, as repeat_e handles it
     for frames in (1, 2, 3, 10):
