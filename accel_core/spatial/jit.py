@@ -32,8 +32,8 @@ import torch.nn.functional as F
 
 from ..memory import DEVICE, ON_DEVICE, ModelDims, Need, RunShape, Storage
 from ..quoting import quoted
-from ..run_context import BlockSite, RunContext
-from .subset_call import CallPlan, call_key, run_block, subset_plan
+from ..run_context import RunContext
+from .subset_call import CallPlan, call_key, subset_block_hook, subset_plan
 from .tokens import as_video, context_forms, per_token, to_pixels
 
 KEY = "ditaccel.jit"
@@ -302,18 +302,7 @@ def begin_call(state: JiTState, ctx: RunContext, args: dict) -> CallPlan:
 
 
 def block_hook() -> Callable[..., dict]:
-    def hook(args: dict, call_block: Callable[[dict], dict], site: BlockSite, ctx: RunContext | None) -> dict:
-        if ctx is None:
-            return call_block(args)
-        state: JiTState = ctx.state(KEY)
-        if site.flat_index == 0 or state.current is None:
-            state.current = begin_call(state, ctx, args)
-        out = run_block(args, call_block, site, state.current, ctx)
-        if site.last:
-            state.current = None
-        return out
-
-    return hook
+    return subset_block_hook(KEY, begin_call, keep_last_output=False)
 
 
 def fill(state: JiTState, ctx: RunContext, x: torch.Tensor, denoised: torch.Tensor,

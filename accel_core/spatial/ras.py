@@ -27,8 +27,8 @@ from typing import Any
 import torch
 
 from ..memory import ON_DEVICE, ModelDims, Need, RunShape, Storage
-from ..run_context import BlockSite, RunContext
-from .subset_call import CallPlan, call_key, run_block, subset_plan
+from ..run_context import RunContext
+from .subset_call import CallPlan, call_key, subset_block_hook, subset_plan
 from .tokens import as_video, channel_spread, context_forms, per_token
 
 KEY = "ditaccel.ras"
@@ -207,19 +207,4 @@ def begin_call(state: RASState, ctx: RunContext, args: dict) -> CallPlan:
 
 
 def block_hook() -> Callable[..., dict]:
-    def hook(args: dict, call_block: Callable[[dict], dict], site: BlockSite, ctx: RunContext | None) -> dict:
-        if ctx is None:
-            return call_block(args)
-        state: RASState = ctx.state(KEY)
-        if site.flat_index == 0 or state.current is None:
-            state.current = begin_call(state, ctx, args)
-        plan: CallPlan = state.current
-        # the last block's tokens left out keep the output they had when last computed
-        base = state.hidden[plan.key] if site.last and plan.index is not None else None
-        out = run_block(args, call_block, site, plan, ctx, base)
-        if site.last:
-            state.hidden[plan.key] = out["img"]
-            state.current = None
-        return out
-
-    return hook
+    return subset_block_hook(KEY, begin_call, keep_last_output=True)

@@ -142,3 +142,28 @@ def cached_context_attention(key: str) -> Callable[..., torch.Tensor]:
         return call_next.with_base(whole_image)(q, k, v, heads, *args, **kwargs)
 
     return attention
+
+
+def subset_block_hook(key: str, begin_call: Callable[[Any, RunContext, dict], CallPlan],
+                      keep_last_output: bool = False) -> Callable[..., dict]:
+    """The block hook of a method that runs part of the tokens: `begin_call(state, ctx, args)` plans the
+    call at its first block (`state.current`), every block runs on the plan, the last one clears it.
+    With `keep_last_output`, the last block's tokens left out keep the output they had when last
+    computed (`state.hidden`, per call key) instead of passing their input through."""
+
+    def hook(args: dict, call_block: Callable[[dict], dict], site: BlockSite, ctx: RunContext | None) -> dict:
+        if ctx is None:
+            return call_block(args)
+        state = ctx.state(key)
+        if site.flat_index == 0 or state.current is None:
+            state.current = begin_call(state, ctx, args)
+        plan: CallPlan = state.current
+        base = state.hidden[plan.key] if keep_last_output and site.last and plan.index is not None else None
+        out = run_block(args, call_block, site, plan, ctx, base)
+        if site.last:
+            if keep_last_output:
+                state.hidden[plan.key] = out["img"]
+            state.current = None
+        return out
+
+    return hook
