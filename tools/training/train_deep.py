@@ -256,8 +256,9 @@ def stage_dit(deadline: float) -> None:
     weights = torch.tensor([b.weight for b in BUCKETS])
     model.train()
     start = last = time.time()
+    spent = spent_seconds()  # the budget file's total as of `last` (read again only after each checkpoint)
     while step < S.dit_steps and time.time() < deadline and not stop["now"]:
-        if spent_seconds() + (time.time() - last) > 3600 * S.budget_hours:
+        if spent + (time.time() - last) > 3600 * S.budget_hours:
             print(f"[dit] the {S.budget_hours} h budget is spent", flush=True)
             break
         b = BUCKETS[int(torch.multinomial(weights, 1, generator=gen))]
@@ -272,14 +273,14 @@ def stage_dit(deadline: float) -> None:
         if step % 10 == 0:
             te.log_row("deep_dit_loss", {"step": step, "loss": round(loss.item(), 5), "lr": f"{lr:.2e}",
                                          "bucket": b.name,
-                                         "hours": round((spent_seconds() + time.time() - last) / 3600, 3)})
+                                         "hours": round((spent + time.time() - last) / 3600, 3)})
         if step % S.checkpoint_every == 0:
             te.save_ckpt(ckpt, model=model.state_dict(), ema=ema, opt=opt.state_dict(), step=step,
                          gen=gen.get_state())
             add_spent(time.time() - last, "dit")
-            last = time.time()
+            last, spent = time.time(), spent_seconds()
             print(f"[dit] step {step} loss {loss.item():.4f} ({time.time() - start:.0f} s this run, "
-                  f"{spent_seconds() / 3600:.2f} h in all)", flush=True)
+                  f"{spent / 3600:.2f} h in all)", flush=True)
     te.save_ckpt(ckpt, model=model.state_dict(), ema=ema, opt=opt.state_dict(), step=step, gen=gen.get_state())
     add_spent(time.time() - last, "dit")
 
